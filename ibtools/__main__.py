@@ -1,0 +1,135 @@
+"""The command line: list the experiments, run one at either scale, run a benchmark.
+
+    python -m ibtools list
+    python -m ibtools run isgd-convex                       # reduced scale, on this machine
+    python -m ibtools run isgd-exact-net --scale full --device cuda --seeds 20 --out book/results
+    python -m ibtools bench isgd_steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from . import __version__, data
+from .experiments import EXPERIMENTS, SCALES, get, save_results
+from .sweep import ResultsCache
+from .train import resolve_device
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def cmd_list(args) -> int:
+    print("Experiments (python -m ibtools run NAME):")
+    for exp in sorted(EXPERIMENTS.values(), key=lambda e: (e.chapter, e.name)):
+        reduced, full = len(exp.grid("reduced")), len(exp.grid("full"))
+        print(f"  ch{exp.chapter:02d}  {exp.name:<18} {exp.title}  [{reduced} runs reduced, {full} full]")
+    print("\nDatasets (ibtools.data.load):")
+    for name, text in data.DATASETS.items():
+        print(f"  {name:<22} {text}")
+    benches = sorted(p.stem for p in BENCHMARKS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    if benches:
+        print("\nBenchmarks (python -m ibtools bench NAME):\n  " + "  ".join(benches))
+    return 0
+
+
+def cmd_run(args) -> int:
+    experiment = get(args.experiment)
+    device = resolve_device(args.device)
+    out = Path(args.out) / experiment.name / args.scale
+    cache = ResultsCache(out / "cache")
+    print(f"{experiment.name} at {args.scale} scale on {device_description(device)}; "
+          f"results in {out} (finished runs are kept: rerun the same command to resume)")
+    table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds)
+    provenance = {
+        "experiment": experiment.name, "scale": args.scale, "seeds": args.seeds,
+        "command": "python -m ibtools " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device_description(device), "torch": torch.__version__,
+        "ibtools": __version__, "git_commit": git_commit(), "runs": int(table.groupby(
+            [c for c in ("method", "lr", "seed", "problem") if c in table]).ngroups),
+    }
+    save_results(table, out, provenance)
+    diverged = table.groupby([c for c in ("method", "lr", "seed", "problem") if c in table])["diverged"].first()
+    print(f"wrote {out / 'results.csv'} ({len(table)} rows, {provenance['runs']} runs, {int(diverged.sum())} diverged)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    path = BENCHMARKS_DIR / f"{args.name}.py"
+    if not path.exists():
+        known = sorted(p.stem for p in BENCHMARKS_DIR.glob("*.py") if not p.stem.startswith("_"))
+        raise SystemExit(f"no benchmark {args.name!r} in {BENCHMARKS_DIR}; known: {', '.join(known) or 'none'} "
+                         "(benchmarks live in the repository checkout, not in an installed wheel)")
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{args.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(device=resolve_device(args.device))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ibtools",
+        description="Run the experiments of the book 'Implicit and Robust Backpropagation'. "
+                    "Every experiment has two scales: 'reduced' (the default: CPU, offline, what the "
+                    "book executes) and 'full' (the paper's data, architectures, epochs and seeds; "
+                    "meant for a GPU, downloads full datasets into $IBTOOLS_DATA).",
+        epilog="Examples:\n  python -m ibtools list\n  python -m ibtools run isgd-convex\n"
+               "  python -m ibtools run isgd-exact-net --scale full --device cuda --out book/results\n"
+               "  python -m ibtools bench isgd_steps\n\nA run writes OUT/EXPERIMENT/SCALE/results.csv "
+               "and provenance.json; the book shows a committed full-scale result from book/results.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list experiments, datasets and benchmarks").set_defaults(func=cmd_list)
+    run = sub.add_parser("run", help="run one experiment's sweep (resumable) and write its results table",
+                         description="Run every config of an experiment's preset grid. Finished runs are "
+                                     "cached under OUT, so an interrupted run resumes where it stopped.")
+    run.add_argument("experiment", help="an experiment name from 'python -m ibtools list'")
+    run.add_argument("--scale", choices=SCALES, default="reduced",
+                     help="reduced: CPU-sized, offline (default); full: the paper's setup, for a GPU")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    run.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    run.add_argument("--out", default="results", help="output directory (default: ./results)")
+    run.set_defaults(func=cmd_run)
+    bench = sub.add_parser("bench", help="run a speed benchmark from benchmarks/ and print its ratios")
+    bench.add_argument("name", help="a benchmark name (file stem in benchmarks/)")
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The book's experiments, one module per chapter, and the registry the CLI and widgets use.
+
+An :class:`Experiment` couples a run function (config -> tidy rows) with the grids of configs
+of its two scales: ``reduced`` (CPU, offline, seconds; what the book executes) and ``full``
+(the paper's data, architecture, epochs and seeds; for a GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ..sweep import ResultsCache, sweep
+
+SCALES = ("reduced", "full")
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "book" / "results"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: ``run(config, device)`` -> rows, and ``configs(scale, **axes)`` -> grid.
+
+    ``configs`` accepts ``seeds`` (a count), ``lrs`` and ``methods`` to narrow or widen the
+    preset grid; the learning-rate slider of a chapter calls it with a single lr."""
+
+    name: str
+    chapter: int
+    title: str
+    run: Callable[..., list[dict]]
+    configs: Callable[..., list]
+    metric: str = "train_loss"
+    version: int = 1
+
+    def grid(self, scale: str = "reduced", **axes: Any) -> list:
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; use 'reduced' (CPU, minutes) or 'full' (the paper's, for a GPU)")
+        return self.configs(scale, **{k: v for k, v in axes.items() if v is not None})
+
+    def sweep(self, scale: str = "reduced", *, device=None, cache: ResultsCache | None | bool = None,
+              progress: bool = True, **axes: Any) -> pd.DataFrame:
+        """Run (or read back from the cache) the preset grid of ``scale``; one tidy table."""
+        return sweep(functools.partial(self.run, device=device), self.grid(scale, **axes),
+                     experiment=self.name, version=self.version, cache=cache, progress=progress,
+                     description=f"{self.name} ({scale})")
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown experiment {name!r}.{hint} Known: {', '.join(sorted(EXPERIMENTS))} "
+                         "(python -m ibtools list describes them)")
+    return EXPERIMENTS[name]
+
+
+def save_results(table: pd.DataFrame, out_dir: Path, provenance: dict) -> Path:
+    """Write a sweep's table and its provenance where :func:`load_results` finds them."""
+    from ..sweep import write_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "results.csv", table.to_csv(index=False))
+    write_atomic(out_dir / "provenance.json", json.dumps(provenance, indent=2, sort_keys=True))
+    return out_dir
+
+
+def load_results(name: str, scale: str = "full", results_dir: Path | None = None) -> tuple[pd.DataFrame, dict] | None:
+    """A committed (or CLI-written) result table and its provenance, or None if there is none.
+
+    Looks in ``results_dir/NAME/SCALE/`` (default: the book's ``book/results``)."""
+    folder = (results_dir or RESULTS_DIR) / name / scale
+    if not (folder / "results.csv").exists():
+        return None
+    provenance = json.loads((folder / "provenance.json").read_text())
+    return pd.read_csv(folder / "results.csv"), provenance
+
+
+def config_fields(experiment: Experiment) -> list[str]:
+    return [f.name for f in dataclasses.fields(type(experiment.grid("reduced")[0]))]
+
+
+from . import ch01_isgd  # noqa: E402,F401  (registers the chapter's experiments)

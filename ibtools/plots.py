@@ -1,0 +1,186 @@
+"""What the book draws: summaries over seeds, loss-versus-learning-rate plots, training curves,
+and the kernel-free interactive figure of the rendered book.
+
+Every function takes the tidy table a sweep returns (one row per method, lr, seed, step or
+epoch) and knows nothing of how it was computed. Diverged runs are drawn, not dropped: an
+``x`` at the top of the axes marks a learning rate at which a run diverged.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+METHOD_COLORS = {"esgd": "#d62728", "eb": "#d62728", "isgd": "#1f77b4", "ib": "#1f77b4",
+                 "exact-isgd": "#2ca02c"}
+METHOD_LABELS = {"esgd": "ESGD (explicit)", "isgd": "ISGD (implicit)", "exact-isgd": "exact ISGD (inner GD)",
+                 "eb": "EB (explicit)", "ib": "IB (implicit)"}
+PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def color(method: str, i: int = 0) -> str:
+    return METHOD_COLORS.get(method, PALETTE[i % len(PALETTE)])
+
+
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The last recorded row of each run: its final metrics, or where it stopped if it diverged."""
+    run_keys = [c for c in ("problem", "method", "lr", "seed") if c in table]
+    return table.sort_values("step", kind="stable").groupby(run_keys, as_index=False).tail(1)
+
+
+def summarize(table: pd.DataFrame, metric: str = "train_loss") -> pd.DataFrame:
+    """Mean and standard deviation of ``metric`` at the end of training over seeds, per method
+    and learning rate, counting only runs that did not diverge; ``diverged`` is the fraction
+    of seeds that did."""
+    last = final_rows(table)
+    keys = [c for c in ("problem", "method", "lr") if c in last]
+    value = last[metric].where(~last["diverged"].astype(bool))
+    out = (last.assign(value=value).groupby(keys)
+           .agg(mean=("value", "mean"), std=("value", "std"), diverged=("diverged", "mean"),
+                seeds=("seed", "nunique"))
+           .reset_index())
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def loss_vs_lr(table: pd.DataFrame, metric: str = "train_loss", ax=None, title: str | None = None,
+               logy: bool = True):
+    """Final ``metric`` against learning rate, mean +- one standard deviation over seeds.
+
+    Learning rates at which any seed diverged are marked with an ``x`` at the top."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    stats = summarize(table, metric)
+    top = np.nanmax(stats["mean"] + stats["std"]) if stats["mean"].notna().any() else 1.0
+    for i, (method, rows) in enumerate(stats.groupby("method", sort=False)):
+        c = color(method, i)
+        ax.plot(rows["lr"], rows["mean"], "o-", color=c, label=label(method), ms=4)
+        ax.fill_between(rows["lr"], (rows["mean"] - rows["std"]).clip(lower=1e-12),
+                        rows["mean"] + rows["std"], color=c, alpha=0.2, lw=0)
+        bad = rows[rows["diverged"] > 0]
+        if len(bad):
+            ax.scatter(bad["lr"], np.full(len(bad), top * 1.5), marker="x", color=c, s=40,
+                       label=f"{label(method)}: diverged")
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("learning rate $\\eta$")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title or f"{metric.replace('_', ' ')} after training")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def mean_curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "step") -> pd.DataFrame:
+    """Mean of ``metric`` over seeds along training, per method, at the learning rate closest to ``lr``."""
+    rows = table[table["kind"] == kind]
+    nearest = rows["lr"].unique()[np.argmin(np.abs(np.log(rows["lr"].unique()) - np.log(lr)))]
+    rows = rows[rows["lr"] == nearest]
+    return rows.groupby(["method", "step"], sort=False, as_index=False)[metric].mean()
+
+
+def curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "step", ax=None,
+           logy: bool = True):
+    """Training curves (mean over seeds) of every method at one learning rate."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    means = mean_curves(table, lr, metric, kind)
+    for i, (method, rows) in enumerate(means.groupby("method", sort=False)):
+        ax.plot(rows["step"], rows[metric], color=color(method, i), label=label(method))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"training at $\\eta$ = {lr:.3g}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "loss", final_metric: str = "train_loss",
+                     title: str = "", logy: bool = True, curve_kind: str = "step") -> go.Figure:
+    """A figure that works without a kernel: training curves at one learning rate (left) and the
+    final metric against learning rate (right), with a slider over the swept learning rates that
+    redraws the curves and moves the marker in the browser."""
+    lrs = sorted(table["lr"].unique())
+    methods = list(dict.fromkeys(table["method"]))
+    stats = summarize(table, final_metric)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                        subplot_titles=("training curves at the chosen learning rate",
+                                        f"{final_metric.replace('_', ' ')} after training"))
+    curves_at = {lr: mean_curves(table, lr, curve_metric, curve_kind) for lr in lrs}
+    for i, method in enumerate(methods):
+        rows = curves_at[lrs[0]]
+        rows = rows[rows["method"] == method]
+        fig.add_trace(go.Scatter(x=rows["step"], y=rows[curve_metric], mode="lines", name=label(method),
+                                 line=dict(color=color(method, i)), legendgroup=method), row=1, col=1)
+    for i, method in enumerate(methods):
+        s = stats[stats["method"] == method]
+        fig.add_trace(go.Scatter(x=s["lr"], y=s["mean"], mode="lines+markers", name=label(method),
+                                 error_y=dict(type="data", array=s["std"], visible=True),
+                                 line=dict(color=color(method, i)), legendgroup=method, showlegend=False,
+                                 customdata=s["diverged"],
+                                 hovertemplate="lr %{x:.3g}<br>mean %{y:.4g}<br>diverged %{customdata:.0%}"),
+                      row=1, col=2)
+    fig.add_trace(go.Scatter(x=[lrs[0], lrs[0]], y=[0, 1], yaxis="y2", mode="lines", showlegend=False,
+                             line=dict(color="black", dash="dot"), hoverinfo="skip"), row=1, col=2)
+    marker = len(fig.data) - 1
+    fig.data[marker].update(yaxis="y3")
+    fig.update_layout(yaxis3=dict(overlaying="y2", range=[0, 1], visible=False))
+    steps = []
+    for lr in lrs:
+        xs, ys = [], []
+        for method in methods:
+            rows = curves_at[lr]
+            rows = rows[rows["method"] == method]
+            xs.append(rows["step"].tolist())
+            ys.append(rows[curve_metric].tolist())
+        diverged = ", ".join(label(m) for m in methods
+                             if stats[(stats["method"] == m) & (stats["lr"] == lr)]["diverged"].gt(0).any())
+        note = f"learning rate {lr:.3g}" + (f" — diverged: {diverged}" if diverged else "")
+        steps.append(dict(method="update", label=f"{lr:.3g}",
+                          args=[{"x": xs + [[lr, lr]], "y": ys + [[0, 1]]},
+                                {"title.text": f"{title}<br><sub>{note}</sub>"},
+                                list(range(len(methods))) + [marker]]))
+    fig.update_layout(
+        title=dict(text=f"{title}<br><sub>learning rate {lrs[0]:.3g}</sub>"),
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="learning rate η = "),
+                      pad=dict(t=50))],
+        height=480, margin=dict(t=90), template="plotly_white",
+        legend=dict(orientation="h", y=-0.45))
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="learning rate η", type="log", row=1, col=2)
+    fig.update_yaxes(title_text=curve_metric.replace("_", " "), type="log" if logy else "linear", row=1, col=1)
+    fig.update_yaxes(title_text=final_metric.replace("_", " "), type="log" if logy else "linear", row=1, col=2)
+    return fig
+
+
+class KernelFreeFigure:
+    """Displays a plotly figure in the rendered book without a kernel or a network.
+
+    Building the book (``IBTOOLS_BOOK=1``) emits HTML that uses the plotly.js the book serves
+    from its ``_static`` folder; in Jupyter the figure is shown by plotly's own renderer."""
+
+    def __init__(self, figure: go.Figure):
+        self.figure = figure
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        if os.environ.get("IBTOOLS_BOOK") == "1":
+            html = self.figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
+            return {"text/html": html, "text/plain": "<interactive figure>"}
+        return self.figure._repr_mimebundle_(include, exclude)
+
+
+def show(figure: go.Figure) -> KernelFreeFigure:
+    """Wrap a plotly figure so it renders both in Jupyter and in the offline HTML book."""
+    return KernelFreeFigure(figure)

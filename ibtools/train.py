@@ -1,0 +1,213 @@
+"""The one training loop every chapter uses.
+
+A run is: a model, a dataset, an update rule (any ``torch.optim.Optimizer``, ours included),
+a loss, and a budget of epochs. The loop records the mini-batch loss at every step and the
+full training/test metrics at every epoch, and treats divergence as a result: a run whose
+loss becomes NaN/inf or grows past ``diverge_factor`` times its starting loss stops and is
+reported as diverged, with its last finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: ``device`` if given, else ``$IBTOOLS_DEVICE``, else CUDA when
+    available, else CPU."""
+    choice = device if device not in (None, "auto") else os.environ.get("IBTOOLS_DEVICE", "auto")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(choice)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {choice!r} was requested but this torch has no CUDA device "
+            f"(torch {torch.__version__}). Use --device cpu, or install the CUDA build of "
+            "torch as the README's 'A GPU' section explains."
+        )
+    return resolved
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for data order.
+
+    On the CPU this makes a run bit-reproducible (same seed, same thread count)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def check_lr(lr: float) -> float:
+    """Validate a learning rate, naming the fix when it is unusable."""
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(
+            f"learning rate must be a finite number > 0, got {lr!r}; "
+            "pass e.g. lr=0.1 (the book's sweeps use log-spaced grids such as 1e-3 ... 1e2)"
+        )
+    return float(lr)
+
+
+# --- losses --------------------------------------------------------------------------------
+
+def least_squares(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean of (output - target)^2 / 2: the loss whose ISGD step has a closed form."""
+    return 0.5 * (output.reshape(target.shape) - target).pow(2).mean()
+
+
+def logistic(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary logistic loss log(1 + exp(-y f)) with labels 0/1 and one logit per example."""
+    return F.binary_cross_entropy_with_logits(output.reshape(target.shape), target.to(output.dtype))
+
+
+def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(output, target)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "least_squares": least_squares,
+    "logistic": logistic,
+    "cross_entropy": cross_entropy,
+}
+
+
+def correct_predictions(output: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor | None:
+    """Number of correct predictions, or None when the loss is not a classification loss."""
+    if loss == "cross_entropy":
+        return (output.argmax(dim=1) == target).sum()
+    if loss == "logistic":
+        return ((output.reshape(target.shape) > 0).long() == target.long()).sum()
+    return None
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+class BatchClosure:
+    """Re-evaluates the loss on the current mini-batch and back-propagates it.
+
+    Passed to ``optimizer.step(closure)``. torch's optimizers simply call it; update rules
+    that need the data itself (the exact ISGD steps of :mod:`ibtools.isgd`) read
+    ``inputs`` and ``targets``."""
+
+    def __init__(self, model, loss_fn, optimizer, inputs, targets, clip_norm=None):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.inputs, self.targets, self.clip_norm = inputs, targets, clip_norm
+
+    def __call__(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=False)
+        loss = self.loss_fn(self.model(self.inputs), self.targets)
+        loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        return loss
+
+
+@dataclass
+class RunResult:
+    """What one run produced: tidy rows, and how it ended."""
+
+    rows: list[dict] = field(default_factory=list)
+    diverged: bool = False
+    last_finite_loss: float = math.nan
+    steps: int = 0
+
+
+@torch.no_grad()
+def evaluate(model, x, y, loss: str, batch_size: int = 4096) -> tuple[float, float]:
+    """Mean loss and accuracy (NaN for regression) of ``model`` over a whole split."""
+    was_training = model.training
+    model.eval()
+    loss_fn = LOSSES[loss]
+    total_loss, total_correct = 0.0, 0.0
+    for start in range(0, len(x), batch_size):
+        out = model(x[start:start + batch_size])
+        target = y[start:start + batch_size]
+        total_loss += float(loss_fn(out, target)) * len(target)
+        correct = correct_predictions(out, target, loss)
+        total_correct += math.nan if correct is None else float(correct)
+    model.train(was_training)
+    return total_loss / len(x), total_correct / len(x)
+
+
+def train(
+    model: torch.nn.Module,
+    data,
+    make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
+    *,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: str | torch.device | None = None,
+    clip_norm: float | None = None,
+    log_every: int = 1,
+    diverge_factor: float = 100.0,
+) -> RunResult:
+    """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
+
+    Rows of kind ``"step"`` hold the mini-batch loss before each logged update; rows of kind
+    ``"epoch"`` (epoch 0 is before training) hold ``train_loss``, ``test_loss``,
+    ``train_acc`` and ``test_acc`` over the full splits.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    dev = resolve_device(device)
+    generator = seed_everything(seed)
+    model = model.to(dev)
+    optimizer = make_optimizer(model)
+    loss_fn = LOSSES[loss]
+    x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
+    x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
+    n = len(x_train)
+    steps_per_epoch = math.ceil(n / batch_size)
+    result = RunResult()
+
+    def record_epoch(epoch: int) -> bool:
+        train_loss, train_acc = evaluate(model, x_train, y_train, loss)
+        test_loss, test_acc = evaluate(model, x_test, y_test, loss)
+        result.rows.append(dict(kind="epoch", epoch=float(epoch), step=result.steps, loss=train_loss,
+                                train_loss=train_loss, test_loss=test_loss,
+                                train_acc=train_acc, test_acc=test_acc))
+        return math.isfinite(train_loss)
+
+    record_epoch(0)
+    start_loss = result.rows[0]["train_loss"]
+    if not math.isfinite(start_loss):
+        raise ValueError("the model's loss is not finite before training: check the data and initialisation")
+    result.last_finite_loss = start_loss
+    threshold = diverge_factor * max(start_loss, 1e-12)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n, generator=generator).to(dev)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            closure = BatchClosure(model, loss_fn, optimizer, x_train[idx], y_train[idx], clip_norm)
+            batch_loss = float(optimizer.step(closure))
+            if not math.isfinite(batch_loss) or batch_loss > threshold:
+                result.diverged = True
+                break
+            result.last_finite_loss = batch_loss
+            if result.steps % log_every == 0:
+                result.rows.append(dict(kind="step", epoch=(epoch - 1) + i / steps_per_epoch,
+                                        step=result.steps, loss=batch_loss))
+            result.steps += 1
+        if result.diverged or not record_epoch(epoch):
+            result.diverged = True
+            break
+        if result.rows[-1]["train_loss"] > threshold:
+            result.diverged = True
+            break
+        result.last_finite_loss = result.rows[-1]["train_loss"]
+    for row in result.rows:
+        row.update(diverged=result.diverged, last_finite_loss=result.last_finite_loss)
+    return result

@@ -1,0 +1,100 @@
+"""The live panel of every chapter: a learning-rate slider first, then the method, seed and
+scale controls, a Run button, a progress bar and a plot that updates.
+
+The panel only turns control values into an experiment's configs and hands them to the
+sweep runner; everything it computes goes through the same cache as the CLI, so a learning
+rate run once is read back instantly afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from . import plots
+from .experiments import Experiment, get
+
+# Columns that identify one row of a run, for merging tables of runs made at different times.
+RUN_ROW_KEYS = ["method", "lr", "seed", "kind", "step", "epoch"]
+
+
+def lr_slider(lrs: list[float], value: float | None = None, description: str = "learning rate η") -> W.FloatLogSlider:
+    """A log-scale slider spanning the learning rates of an experiment's grid."""
+    low, high = np.log10(min(lrs)), np.log10(max(lrs))
+    start = value if value is not None else float(np.median(lrs))
+    return W.FloatLogSlider(value=start, base=10, min=low, max=high, step=(high - low) / 100,
+                            description=description, readout_format=".3g", continuous_update=False,
+                            style={"description_width": "initial"}, layout=W.Layout(width="480px"))
+
+
+class LearningRatePanel:
+    """Run one experiment at a learning rate picked on a slider and see where it lands.
+
+    Left: training curves at the chosen learning rate. Right: the final metric against every
+    learning rate run so far (at this scale), so dragging the slider and pressing Run traces
+    out the learning-rate sensitivity curve point by point."""
+
+    def __init__(self, experiment: Experiment | str, *, metric: str | None = None, curve_metric: str = "loss",
+                 lr: float | None = None, logy: bool = True, **fixed):
+        self.experiment = get(experiment) if isinstance(experiment, str) else experiment
+        self.metric = metric or self.experiment.metric
+        self.curve_metric, self.logy, self.fixed = curve_metric, logy, fixed
+        grid = self.experiment.grid("reduced", **fixed)
+        methods = list(dict.fromkeys(c.method for c in grid))
+        self.slider = lr_slider(sorted({c.lr for c in grid}), lr)
+        self.methods = W.SelectMultiple(options=methods, value=tuple(methods), description="methods",
+                                        rows=min(4, len(methods)))
+        self.seeds = W.IntSlider(value=1, min=1, max=5, description="seeds")
+        self.scale = W.ToggleButtons(options=["reduced", "full"], value="reduced", description="scale",
+                                     tooltips=["CPU, seconds", "the paper's setup: needs a GPU and the full data"])
+        self.button = W.Button(description="Run", button_style="primary", icon="play")
+        self.progress = W.Output()
+        self.plot = W.Output()
+        self.results: dict[str, pd.DataFrame] = {}
+        self.button.on_click(lambda _: self.run())
+        self.widget = W.VBox([self.slider, W.HBox([self.methods, W.VBox([self.seeds, self.scale])]),
+                              self.button, self.progress, self.plot])
+
+    def run(self) -> pd.DataFrame:
+        """Run the current selection (cached runs are read back) and redraw."""
+        self.button.disabled = True
+        try:
+            with self.progress:
+                self.progress.clear_output()
+                table = self.experiment.sweep(self.scale.value, lrs=[float(self.slider.value)],
+                                              methods=list(self.methods.value), seeds=self.seeds.value,
+                                              **self.fixed)
+            seen = self.results.get(self.scale.value)
+            self.results[self.scale.value] = table if seen is None else (
+                pd.concat([seen, table]).drop_duplicates(subset=[c for c in RUN_ROW_KEYS + list(self.fixed) if c in table]))
+            self.draw(table)
+        finally:
+            self.button.disabled = False
+        return table
+
+    def draw(self, latest: pd.DataFrame) -> None:
+        with self.plot:
+            self.plot.clear_output(wait=True)
+            fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+            plots.curves(latest, float(self.slider.value), self.curve_metric, ax=left, logy=self.logy)
+            plots.loss_vs_lr(self.results[self.scale.value], self.metric, ax=right, logy=self.logy)
+            right.axvline(float(self.slider.value), color="black", ls=":", lw=1)
+            fig.tight_layout()
+            plt.show()
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+
+def panel(experiment: Experiment | str, **kwargs):
+    """The chapter's live panel; in the rendered book (no kernel) a pointer to the notebook instead."""
+    if os.environ.get("IBTOOLS_BOOK") == "1":
+        return Markdown("*Live panel: open this chapter as a notebook (the launch button above, or "
+                        "`jupyter lab book/`) to run the experiment at any learning rate. "
+                        "The figure below replays the precomputed sweep without a kernel.*")
+    return LearningRatePanel(experiment, **kwargs)
