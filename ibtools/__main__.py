@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
     table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds)
     provenance = {
         "experiment": experiment.name, "scale": args.scale, "seeds": args.seeds,
-        "command": "python -m ibtools " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python -m ibtools " + " ".join(shlex.quote(a) for a in args.argv),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_description(device), "torch": torch.__version__,
         "ibtools": __version__, "git_commit": git_commit(), "runs": int(table.groupby(
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for the provenance record
     try:
         return args.func(args)
     except ValueError as err:

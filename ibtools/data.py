@@ -118,8 +118,8 @@ def _root(explicit: Path | str | None) -> Path:
 
 def _unknown_name_message(name: str) -> str:
     closest = difflib.get_close_matches(name, DATASETS, n=1)
-    hint = f"; did you mean {closest[0]!r}?" if closest else ""
-    return f"unknown dataset {name!r}{hint} Known datasets: {', '.join(DATASETS)}"
+    hint = f" Did you mean {closest[0]!r}?" if closest else ""
+    return f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(DATASETS)}"
 
 
 # --- from arrays to a Dataset -----------------------------------------------------------------
@@ -299,7 +299,7 @@ _EMBEDDED = {
                                        "load_breast_cancer", "classification",
                                        "UCI breast cancer Wisconsin (diagnostic) data"),
     "diabetes": functools.partial(_load_sklearn_table, "diabetes", "load_diabetes",
-                                  "regression", "Efron et al. (2004) diabetes data"),
+                                  "regression", "Efron et al. (2004) diabetes data, unscaled"),
     "mnist1d": _load_mnist1d,
     "synthetic-regression": _load_synthetic_regression,
     "synthetic-logistic": _load_synthetic_logistic,
@@ -344,10 +344,11 @@ CIFAR10_BATCHES: dict[str, str] = {
     "test_batch": "md5:40351d587109b95175f43aff81a1287e",
 }
 EMBEDDED_ALTERNATIVE = {
-    "mnist": 'use the embedded "mnist-5k" (5,000 real MNIST digits, no download)',
-    "fashion-mnist": 'use the embedded "mnist-5k" (5,000 real MNIST digits, no download), '
-                     "as the reduced-scale experiments do",
-    "cifar10": 'there is no embedded CIFAR-10; reduced-scale experiments use "mnist-5k"',
+    "mnist": 'Or use the embedded "mnist-5k" (5,000 real MNIST digits, no download).',
+    "fashion-mnist": 'There is no embedded Fashion-MNIST; reduced-scale experiments use the '
+                     'embedded "mnist-5k" (5,000 real MNIST digits, no download).',
+    "cifar10": 'There is no embedded CIFAR-10; reduced-scale experiments use the embedded '
+               '"mnist-5k" (5,000 real MNIST digits, no download).',
 }
 DOWNLOAD_TIMEOUT_S = 60
 
@@ -521,7 +522,7 @@ def _unavailable_message(dataset: str, directory: Path, reason: str) -> str:
     files = ", ".join(CHECKSUMS[dataset])
     return (f"{dataset!r} is unavailable: {reason}\n"
             f"To fix: place these files by hand in {directory}: {files} "
-            f"(checksums in ibtools.data.CHECKSUMS), or {EMBEDDED_ALTERNATIVE[dataset]}.")
+            f"(checksums in ibtools.data.CHECKSUMS). {EMBEDDED_ALTERNATIVE[dataset]}")
 
 
 def _cifar10_batch_paths(directory: Path, download: bool) -> list[Path]:

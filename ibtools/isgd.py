@@ -91,24 +91,26 @@ def quadratic_trajectory(theta0, lr: float, steps: int, method: str, curvature: 
 def prox_least_squares(theta, X, y, lr, mu=0.0):
     """Exact ISGD step, eq. (1), for the mini-batch loss l(theta) = ||X theta - y||^2 / (2B).
 
-    theta+ solves ((1 + lr mu) I + (lr/B) X^T X) theta+ = theta + (lr/B) X^T y. With
-    c = 1 + lr mu and a = lr / B, the residual e = X theta+ - y at the new point solves the
-    B x B system (c I + a X X^T) e = X theta - c y (the push-through identity), and then
-    theta+ = (theta - a X^T e) / c: cost O(B^2 d + B^3) instead of O(d^3).
+    theta+ solves ((1 + lr mu) I + (lr/B) X^T X) theta+ = theta + (lr/B) X^T y. With the thin
+    SVD X = U S V^T, c = 1 + lr mu and a = lr / B, that matrix is c on the complement of
+    X's row space and c + a S^2 along V (the push-through identity in coordinates), so
+
+        theta+ = (theta - V V^T theta) / c + V (V^T theta + a S U^T y) / (c + a S^2),
+
+    at cost O(B d min(B, d)) instead of O(d^3). Solving in the eigenbasis, rather than the
+    B x B system (c I + a X X^T) e = X theta - c y, keeps the step accurate when lr is
+    large and X X^T is singular (B > d, repeated examples), where that system is not.
 
     Shapes: theta (..., d), X (..., B, d), y (..., B); ``lr`` and ``mu`` are numbers or
     tensors broadcasting over the leading dimensions. Append a column of ones to X for a bias.
     """
-    batch = X.shape[-2]
-    c = (1 + _as_tensor(lr, theta) * _as_tensor(mu, theta))[..., None]
-    a = (_as_tensor(lr, theta) / batch)[..., None]
-    gram = X @ X.mT
-    eye = torch.eye(batch, dtype=X.dtype, device=X.device)
-    residual = torch.linalg.solve(
-        c[..., None] * eye + a[..., None] * gram,
-        (X @ theta[..., None]).squeeze(-1) - c * y,
-    )
-    return (theta - a * (X.mT @ residual[..., None]).squeeze(-1)) / c
+    lr, mu = _as_tensor(lr, theta)[..., None], _as_tensor(mu, theta)[..., None]
+    c, a = 1 + lr * mu, lr / X.shape[-2]
+    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    coords = (Vh @ theta[..., None]).squeeze(-1)
+    data = S * (U.mT @ y[..., None]).squeeze(-1)
+    new_coords = (coords + a * data) / (c + a * S**2)
+    return (theta - (Vh.mT @ coords[..., None]).squeeze(-1)) / c + (Vh.mT @ new_coords[..., None]).squeeze(-1)
 
 
 # --- 3. logistic regression: exact single-example step -------------------------------------
@@ -120,7 +122,9 @@ def solve_implicit_sigmoid(margin, sq_norm, lr, mu=0.0):
     is the gradient's weight at the new point of eq. (1); here margin = y x^T theta_t and
     sq_norm = ||x||^2. The right side decreases in s, so the root is unique and lies between
     its values at s = 1 and s = 0; vectorised bisection on that bracket finds it for any
-    lr > 0 (also lr = 1e6, and sq_norm = 0, where the bracket is a single point).
+    lr > 0 (also lr = 1e6, and sq_norm = 0, where the bracket is a single point). Bisection
+    fixes s to an absolute 1e-18; a final Newton step makes that relative, which matters
+    at large lr, where s is tiny and lr s sets the step.
     """
     c = 1 + lr * mu
     scaled = lr * sq_norm / c
@@ -131,7 +135,10 @@ def solve_implicit_sigmoid(margin, sq_norm, lr, mu=0.0):
         below_root = mid < torch.sigmoid(-(margin / c + scaled * mid))
         lo = torch.where(below_root, mid, lo)
         hi = torch.where(below_root, hi, mid)
-    return (lo + hi) / 2
+    s = (lo + hi) / 2
+    rhs = torch.sigmoid(-(margin / c + scaled * s))
+    newton = s - (s - rhs) / (1 + rhs * (1 - rhs) * scaled)
+    return newton.clamp(lo, hi)
 
 
 def prox_logistic(theta, x, y, lr, mu=0.0):
@@ -181,12 +188,15 @@ class ExactISGD(torch.optim.Optimizer):
     Parameters without a gradient are left alone, as in ``torch.optim.SGD``.
     """
 
-    def __init__(self, params, lr: float, mu: float = 0.0, inner_steps: int = 100, inner_lr_ratio: float = 0.1):
+    def __init__(self, params, lr: float, mu: float = 0.0, inner_steps: int = 100,
+                 inner_lr_ratio: float = 0.1):
         if not isinstance(inner_steps, int) or inner_steps < 1:
             raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}; the paper uses 100")
         if not isinstance(inner_lr_ratio, (int, float)) or not 0 < inner_lr_ratio < math.inf:
-            raise ValueError(f"inner_lr_ratio must be a finite number > 0, got {inner_lr_ratio!r}; the paper uses 0.1")
-        defaults = dict(lr=check_lr(lr), mu=_check_mu(mu), inner_steps=inner_steps, inner_lr_ratio=inner_lr_ratio)
+            raise ValueError(
+                f"inner_lr_ratio must be a finite number > 0, got {inner_lr_ratio!r}; the paper uses 0.1")
+        defaults = dict(lr=check_lr(lr), mu=_check_mu(mu), inner_steps=inner_steps,
+                        inner_lr_ratio=inner_lr_ratio)
         super().__init__(params, defaults)
 
     @torch.no_grad()

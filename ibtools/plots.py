@@ -86,7 +86,8 @@ def mean_curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str 
     rows = table[table["kind"] == kind]
     nearest = rows["lr"].unique()[np.argmin(np.abs(np.log(rows["lr"].unique()) - np.log(lr)))]
     rows = rows[rows["lr"] == nearest]
-    return rows.groupby(["method", "step"], sort=False, as_index=False)[metric].mean()
+    means = rows.groupby(["method", "step"], sort=False, as_index=False)[metric].mean()
+    return means.sort_values("step", kind="stable")  # a curve runs along the steps, whatever the row order
 
 
 def curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "step", ax=None,

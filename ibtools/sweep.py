@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -56,15 +56,17 @@ def _checksum(rows: list[dict]) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not tempfile.mkstemp: its files are private (0600) and os.replace would keep that mode;
+    # a unique name opened with "x" gets the permissions of any new file (the umask's).
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -103,7 +105,9 @@ class ResultsCache:
         record = {"key": key, "experiment": experiment, "config": config_dict(config),
                   "rows": rows, "checksum": _checksum(rows)}
         path = self.path(experiment, key)
-        write_atomic(path, _canonical(record))
+        # Rows keep their own key order (the checksum is order-free), so a table read back
+        # from the cache has the columns of a freshly computed one.
+        write_atomic(path, json.dumps(record, separators=(",", ":"), allow_nan=True))
         return path
 
 

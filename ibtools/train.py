@@ -26,7 +26,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     choice = device if device not in (None, "auto") else os.environ.get("IBTOOLS_DEVICE", "auto")
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(choice)
+    try:
+        resolved = torch.device(choice)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {choice!r} ({err}); use cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {choice!r} was requested but this torch has no CUDA device "
@@ -107,7 +110,7 @@ class BatchClosure:
         loss.backward()
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
-        return loss
+        return loss.detach()  # the graph is spent; a detached loss converts to float silently
 
 
 @dataclass

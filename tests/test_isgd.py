@@ -18,10 +18,11 @@ from ibtools import isgd
 from ibtools.train import BatchClosure, least_squares, logistic
 
 F64 = torch.float64
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+# The GPU cases run wherever a GPU is present.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-settings.register_profile("isgd", deadline=None, max_examples=60, derandomize=True)
-settings.load_profile("isgd")
+# A decorator, not a loaded profile, so other test modules keep their own settings.
+property_test = settings(deadline=None, max_examples=60, derandomize=True)
 
 sizes = st.integers(1, 7)
 seeds = st.integers(0, 2**31 - 1)
@@ -30,7 +31,8 @@ mus = st.sampled_from([0.0, 1e-3, 0.1, 1.0, 10.0])
 
 
 def randn(seed, *shape, dtype=F64, device="cpu"):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(dtype=dtype, device=device)
+    values = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    return values.to(dtype=dtype, device=device)
 
 
 def least_squares_problem(seed, batch, dim, dtype=F64, device="cpu"):
@@ -46,7 +48,8 @@ def least_squares_loss(theta, X, y):
 
 
 def logistic_loss(theta, x, y):
-    return torch.nn.functional.softplus(-y * (x @ theta))
+    margin = y * (x @ theta)
+    return torch.logaddexp(torch.zeros_like(margin), -margin)  # softplus turns linear past 20
 
 
 def gradient(loss, theta, *data):
@@ -56,9 +59,12 @@ def gradient(loss, theta, *data):
 
 
 def implicit_residual(loss, new, old, lr, mu, *data):
-    """||theta+ - theta_t + lr (grad l(theta+) + mu theta+)|| over the size of its terms."""
+    """||theta+ - theta_t + lr (grad l(theta+) + mu theta+)||, relative to what rounding
+    theta+ alone leaves in it: the residual's Jacobian I + lr (Hessian + mu I) times theta+."""
     step = lr * (gradient(loss, new, *data) + mu * new)
-    scale = old.norm() + new.norm() + step.norm() + lr * mu * new.norm()
+    hessian = torch.autograd.functional.hessian(lambda t: loss(t, *data), new)
+    sensitivity = 1 + lr * (torch.linalg.matrix_norm(hessian, 2) + mu)
+    scale = old.norm() + step.norm() + sensitivity * new.norm()
     return ((new - old + step).norm() / scale).item()
 
 
@@ -100,15 +106,19 @@ def test_quadratic_steps_broadcast_over_learning_rates():
     torch.testing.assert_close(isgd.esgd_quadratic_step(torch.ones(3), lrs), 1 - lrs)
 
 
-@given(log_lr=st.floats(-6, 6), log_curvature=st.floats(-3, 3), theta0=st.floats(-1e3, 1e3).filter(lambda t: abs(t) > 1e-3))
+@property_test
+@given(log_lr=st.floats(-6, 6), log_curvature=st.floats(-3, 3),
+       theta0=st.floats(-1e3, 1e3).filter(lambda t: abs(t) > 1e-3))
 def test_isgd_quadratic_contracts_for_every_learning_rate(log_lr, log_curvature, theta0):
-    trajectory = isgd.quadratic_trajectory(torch.tensor(theta0, dtype=F64), 10**log_lr, 30, "isgd", 10**log_curvature)
+    theta0 = torch.tensor(theta0, dtype=F64)
+    trajectory = isgd.quadratic_trajectory(theta0, 10**log_lr, 30, "isgd", 10**log_curvature)
     size = trajectory.abs()
     assert torch.isfinite(trajectory).all()
     nonzero = size[:-1] > 0
     assert (size[1:][nonzero] < size[:-1][nonzero]).all()
 
 
+@property_test
 @given(ratio=st.floats(0.01, 1.99), log_curvature=st.floats(-3, 3))
 def test_esgd_quadratic_converges_below_two_over_curvature(ratio, log_curvature):
     curvature = 10**log_curvature
@@ -116,6 +126,7 @@ def test_esgd_quadratic_converges_below_two_over_curvature(ratio, log_curvature)
     assert (size[1:] <= size[:-1]).all() and size[-1] < 1
 
 
+@property_test
 @given(ratio=st.floats(2.01, 100), log_curvature=st.floats(-3, 3))
 def test_esgd_quadratic_diverges_above_two_over_curvature(ratio, log_curvature):
     curvature = 10**log_curvature
@@ -123,7 +134,8 @@ def test_esgd_quadratic_diverges_above_two_over_curvature(ratio, log_curvature):
     assert (size[1:] > size[:-1]).all()
 
 
-@pytest.mark.parametrize("kwargs", [dict(method="sgd"), dict(lr=0.0), dict(lr=-1.0), dict(lr=math.nan), dict(steps=-1)])
+@pytest.mark.parametrize("kwargs", [dict(method="sgd"), dict(lr=0.0), dict(lr=-1.0), dict(lr=math.nan),
+                                    dict(steps=-1)])
 def test_quadratic_trajectory_rejects_bad_input(kwargs):
     args = dict(theta0=1.0, lr=0.5, steps=5, method="isgd") | kwargs
     with pytest.raises(ValueError):
@@ -139,6 +151,7 @@ def direct_least_squares_prox(theta, X, y, lr, mu):
     return torch.linalg.solve(matrix, theta + lr / batch * X.T @ y), torch.linalg.cond(matrix).item()
 
 
+@property_test
 @given(seed=seeds, batch=sizes, dim=sizes, log_lr=log_lrs, mu=mus)
 def test_prox_least_squares_equals_the_direct_solve(seed, batch, dim, log_lr, mu):
     theta, X, y = least_squares_problem(seed, batch, dim)
@@ -148,15 +161,17 @@ def test_prox_least_squares_equals_the_direct_solve(seed, batch, dim, log_lr, mu
     assert (got - expected).norm() <= 1e-12 * cond * (1 + expected.norm())
 
 
+@property_test
 @given(seed=seeds, batch=sizes, dim=sizes, log_lr=log_lrs, mu=mus)
 def test_prox_least_squares_solves_the_implicit_equation(seed, batch, dim, log_lr, mu):
     theta, X, y = least_squares_problem(seed, batch, dim)
     lr = 10**log_lr
     new = isgd.prox_least_squares(theta, X, y, lr, mu)
-    assert implicit_residual(least_squares_loss, new, theta, lr, mu, X, y) < 1e-12
+    assert implicit_residual(least_squares_loss, new, theta, lr, mu, X, y) < 1e-13
 
 
-@given(seed=seeds, batch=sizes, dim=sizes, log_lr=st.floats(-4, 2), mu=mus)
+@property_test
+@given(seed=seeds, batch=sizes, dim=sizes, log_lr=log_lrs, mu=mus)
 def test_prox_least_squares_in_float32(seed, batch, dim, log_lr, mu):
     theta, X, y = least_squares_problem(seed, batch, dim)
     lr = 10**log_lr
@@ -164,8 +179,20 @@ def test_prox_least_squares_in_float32(seed, batch, dim, log_lr, mu):
     got = isgd.prox_least_squares(theta.float(), X.float(), y.float(), lr, mu)
     assert got.dtype == torch.float32
     assert (got.double() - expected).norm() <= 1e-5 * cond * (1 + expected.norm())
+    assert implicit_residual(least_squares_loss, got.double(), theta, lr, mu, X, y) < 1e-5
 
 
+@pytest.mark.parametrize("lr", [1e2, 1e4, 1e6])
+def test_prox_least_squares_in_float32_with_more_examples_than_features(lr):
+    # X X^T is singular here; solving (c I + a X X^T) e = X theta - c y instead of working
+    # in X's singular vectors loses about lr * eps, i.e. 20% at lr = 1e6 in float32.
+    for seed in range(20):
+        theta, X, y = least_squares_problem(seed, 10, 3)
+        got = isgd.prox_least_squares(theta.float(), X.float(), y.float(), lr).double()
+        assert implicit_residual(least_squares_loss, got, theta, lr, 0.0, X, y) < 1e-5
+
+
+@property_test
 @given(seed=seeds, batch=sizes, dim=sizes, log_lr=log_lrs, mu=mus)
 def test_prox_least_squares_minimises_eq_1_against_perturbations(seed, batch, dim, log_lr, mu):
     theta, X, y = least_squares_problem(seed, batch, dim)
@@ -177,7 +204,8 @@ def test_prox_least_squares_minimises_eq_1_against_perturbations(seed, batch, di
         assert prox_objective(least_squares_loss, new + delta, theta, lr, mu, X, y) > best
 
 
-@pytest.mark.parametrize("seed, batch, dim, lr, mu", [(0, 5, 3, 0.1, 0.0), (1, 2, 6, 3.0, 0.5), (2, 8, 8, 50.0, 0.01)])
+@pytest.mark.parametrize("seed, batch, dim, lr, mu",
+                         [(0, 5, 3, 0.1, 0.0), (1, 2, 6, 3.0, 0.5), (2, 8, 8, 50.0, 0.01)])
 def test_prox_least_squares_matches_scipy(seed, batch, dim, lr, mu):
     theta, X, y = least_squares_problem(seed, batch, dim)
     new = isgd.prox_least_squares(theta, X, y, lr, mu)
@@ -190,11 +218,13 @@ def test_prox_least_squares_matches_scipy(seed, batch, dim, lr, mu):
 @pytest.mark.parametrize("device", DEVICES)
 def test_prox_least_squares_steps_many_problems_at_once(device):
     runs, batch, dim = 4, 3, 5
-    theta, X, y = randn(0, runs, dim, device=device), randn(1, runs, batch, dim, device=device), randn(2, runs, batch, device=device)
+    theta, X = randn(0, runs, dim, device=device), randn(1, runs, batch, dim, device=device)
+    y = randn(2, runs, batch, device=device)
     lrs = torch.tensor([1e-3, 0.1, 10.0, 1e4], dtype=F64, device=device)
     batched = isgd.prox_least_squares(theta, X, y, lrs, 0.1)
     for r in range(runs):
-        torch.testing.assert_close(batched[r], isgd.prox_least_squares(theta[r], X[r], y[r], lrs[r].item(), 0.1))
+        single = isgd.prox_least_squares(theta[r], X[r], y[r], lrs[r].item(), 0.1)
+        torch.testing.assert_close(batched[r], single)
 
 
 # --- logistic regression ----------------------------------------------------------------------
@@ -205,6 +235,7 @@ def logistic_problem(seed, dim, dtype=F64, device="cpu"):
     return theta, x, y
 
 
+@property_test
 @given(seed=seeds, dim=sizes, log_lr=st.floats(-4, 6), mu=mus, x_scale=st.sampled_from([0.0, 1e-3, 1.0, 30.0]))
 def test_prox_logistic_solves_the_implicit_equation(seed, dim, log_lr, mu, x_scale):
     theta, x, y = logistic_problem(seed, dim)
@@ -212,20 +243,33 @@ def test_prox_logistic_solves_the_implicit_equation(seed, dim, log_lr, mu, x_sca
     lr = 10**log_lr
     new = isgd.prox_logistic(theta, x, y, lr, mu)
     assert torch.isfinite(new).all()
-    assert implicit_residual(logistic_loss, new, theta, lr, mu, x, y) < 1e-12
+    assert implicit_residual(logistic_loss, new, theta, lr, mu, x, y) < 1e-13
 
 
+@property_test
+@given(seed=seeds, dim=sizes, log_lr=st.floats(-4, 6), mu=mus, x_scale=st.sampled_from([0.0, 1e-3, 1.0, 30.0]))
+def test_prox_logistic_in_float32(seed, dim, log_lr, mu, x_scale):
+    theta, x, y = logistic_problem(seed, dim)
+    x = x_scale * x
+    lr = 10**log_lr
+    new = isgd.prox_logistic(theta.float(), x.float(), y.float(), lr, mu)
+    assert new.dtype == torch.float32 and torch.isfinite(new).all()
+    assert implicit_residual(logistic_loss, new.double(), theta, lr, mu, x, y) < 1e-5
+
+
+@property_test
 @given(margin=st.floats(-50, 50), sq_norm=st.floats(0, 1e3), log_lr=st.floats(-4, 6), mu=mus)
 def test_implicit_sigmoid_is_the_root_in_the_unit_interval(margin, sq_norm, log_lr, mu):
     lr = 10**log_lr
     margin_t = torch.tensor(margin, dtype=F64)
     s = isgd.solve_implicit_sigmoid(margin_t, torch.tensor(sq_norm, dtype=F64), lr, mu)
-    assert 0 < s < 1
+    assert 0 <= s <= 1  # sigmoid rounds to 1 in float64 for margins below -37
     fixed_point = torch.sigmoid(-(margin_t + lr * s * sq_norm) / (1 + lr * mu))
-    assert abs(s - fixed_point) <= 1e-15 + 1e-12 * s
+    assert abs(s - fixed_point) <= 1e-13 * s
 
 
-@pytest.mark.parametrize("seed, dim, lr, mu", [(0, 3, 0.1, 0.0), (1, 4, 5.0, 0.1), (2, 2, 100.0, 0.0), (3, 6, 1.0, 1.0)])
+@pytest.mark.parametrize("seed, dim, lr, mu",
+                         [(0, 3, 0.1, 0.0), (1, 4, 5.0, 0.1), (2, 2, 100.0, 0.0), (3, 6, 1.0, 1.0)])
 def test_prox_logistic_matches_scipy(seed, dim, lr, mu):
     theta, x, y = logistic_problem(seed, dim)
     new = isgd.prox_logistic(theta, x, y, lr, mu)
@@ -298,7 +342,8 @@ def test_exact_isgd_inner_fixed_point_is_the_isgd_step():
     lr, mu = 0.8, 0.1
     current = theta.clone()
     for _ in range(400):
-        current = isgd.exact_isgd_inner(current, gradient(least_squares_loss, current, X, y), theta, lr, 0.1 * lr, mu)
+        grad = gradient(least_squares_loss, current, X, y)
+        current = isgd.exact_isgd_inner(current, grad, theta, lr, 0.1 * lr, mu)
     torch.testing.assert_close(current, isgd.prox_least_squares(theta, X, y, lr, mu), rtol=1e-10, atol=1e-10)
 
 
@@ -352,7 +397,8 @@ def test_exact_isgd_requires_a_closure():
 
 
 @pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(lr=-0.1), dict(lr=math.inf), dict(lr=math.nan),
-                                    dict(lr=0.1, mu=-1.0), dict(lr=0.1, inner_steps=0), dict(lr=0.1, inner_lr_ratio=0.0)])
+                                    dict(lr=0.1, mu=-1.0), dict(lr=0.1, inner_steps=0),
+                                    dict(lr=0.1, inner_lr_ratio=0.0)])
 def test_exact_isgd_rejects_bad_hyperparameters(kwargs):
     model, _, _ = _linear_problem()
     with pytest.raises(ValueError):

@@ -78,11 +78,11 @@ def save_results(table: pd.DataFrame, out_dir: Path, provenance: dict) -> Path:
     return out_dir
 
 
-def load_results(name: str, scale: str = "full", results_dir: Path | None = None) -> tuple[pd.DataFrame, dict] | None:
+def load_results(name: str, scale: str = "full", results_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict] | None:
     """A committed (or CLI-written) result table and its provenance, or None if there is none.
 
     Looks in ``results_dir/NAME/SCALE/`` (default: the book's ``book/results``)."""
-    folder = (results_dir or RESULTS_DIR) / name / scale
+    folder = (RESULTS_DIR if results_dir is None else Path(results_dir)) / name / scale
     if not (folder / "results.csv").exists():
         return None
     provenance = json.loads((folder / "provenance.json").read_text())

@@ -84,7 +84,7 @@ class ConvexConfig:
     method: str  # "esgd" | "isgd"
     lr: float
     seed: int = 0
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 1
     mu: float = 0.0
 
@@ -113,7 +113,7 @@ def convex_configs(scale: str, lrs=None, methods=None, seeds=None, problems=None
     full = scale == "full"
     lrs = lrs or log_grid(1e-3, 1e2, 4 if full else 2)
     seeds = range(seeds if seeds is not None else (10 if full else 2))
-    epochs = 20 if full else 3
+    epochs = 20 if full else 2
     return [ConvexConfig(problem=p, method=m, lr=lr, seed=s, epochs=epochs)
             for p in (problems or CONVEX_PROBLEMS) for m in (methods or ("esgd", "isgd"))
             for lr in lrs for s in seeds]
@@ -169,7 +169,7 @@ def run_exact_net(config: ExactNetConfig, device=None) -> list[dict]:
 def exact_net_configs(scale: str, lrs=None, methods=None, seeds=None) -> list[ExactNetConfig]:
     full = scale == "full"
     lrs = lrs or (log_grid(1e-2, 10, 3) if full else log_grid(0.03, 30, 1.5))
-    seeds = range(seeds if seeds is not None else (20 if full else 2))
+    seeds = range(seeds if seeds is not None else (20 if full else 1))
     shape = dict(dataset="mnist", architecture="convnet") if full else {}
     return [ExactNetConfig(method=m, lr=lr, seed=s, **shape)
             for m in (methods or ("esgd", "exact-isgd")) for lr in lrs for s in seeds]

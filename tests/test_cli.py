@@ -1,0 +1,175 @@
+"""The command line: python -m ibtools list | run | bench."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO
+
+import ibtools.__main__ as cli
+from ibtools.experiments import EXPERIMENTS, get, load_results
+
+
+def python_m_ibtools(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "ibtools", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+# --- as a program -----------------------------------------------------------------------------------
+
+def test_help_describes_the_commands_and_the_two_scales(subprocess_env, tmp_path):
+    done = python_m_ibtools(["--help"], subprocess_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for word in ("list", "run", "bench", "reduced", "full", "python -m ibtools run isgd-convex",
+                 "results.csv", "provenance.json"):
+        assert word in text
+
+
+def test_unknown_experiment_exits_2_suggesting_the_closest_name(subprocess_env, tmp_path):
+    done = python_m_ibtools(["run", "isgd-quadratc", "--out", str(tmp_path)], subprocess_env, tmp_path)
+    assert done.returncode == 2
+    assert "unknown experiment 'isgd-quadratc'" in done.stderr
+    assert "Did you mean 'isgd-quadratic'?" in done.stderr
+    assert "python -m ibtools list" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+# --- in process ------------------------------------------------------------------------------------
+
+def test_run_help_explains_resuming_and_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--scale", "{reduced,full}", "--device", "--seeds", "--out", "resumes"):
+        assert word in text
+
+
+def test_list_prints_every_experiment_and_dataset(capsys):
+    from ibtools import data
+
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert EXPERIMENTS, "the chapters register their experiments on import"
+    for experiment in EXPERIMENTS.values():
+        assert experiment.name in out and experiment.title in out
+        assert f"ch{experiment.chapter:02d}" in out
+        assert f"[{len(experiment.grid('reduced'))} runs reduced, {len(experiment.grid('full'))} full]" in out
+    for name in data.DATASETS:
+        assert name in out
+
+
+def test_list_includes_a_registered_experiment(capsys, tiny_experiment):
+    assert cli.main(["list"]) == 0
+    assert "ch99  tiny-test" in capsys.readouterr().out
+
+
+def test_unknown_experiment_in_process_returns_2(capsys, tmp_path):
+    assert cli.main(["run", "isgd-convx", "--out", str(tmp_path)]) == 2
+    assert "Did you mean 'isgd-convex'?" in capsys.readouterr().err
+
+
+def test_unknown_scale_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "isgd-quadratic", "--scale", "huge"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_run_writes_results_and_provenance_that_load_results_reads_back(tmp_path, capsys):
+    argv = ["run", "isgd-quadratic", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "isgd-quadratic" / "reduced"
+    assert (folder / "results.csv").is_file() and (folder / "provenance.json").is_file()
+    assert f"wrote {folder / 'results.csv'}" in out
+
+    loaded = load_results("isgd-quadratic", "reduced", results_dir=tmp_path)
+    assert loaded is not None
+    table, provenance = loaded
+    experiment = get("isgd-quadratic")
+    configs = experiment.grid("reduced")
+    assert table.groupby(["method", "lr", "seed"]).ngroups == len(configs)
+    assert provenance["runs"] == len(configs)
+    assert {"experiment", "scale", "command", "date", "device", "torch", "ibtools", "git_commit"} <= set(provenance)
+    assert provenance["experiment"] == "isgd-quadratic" and provenance["scale"] == "reduced"
+    assert provenance["torch"] == torch.__version__ and provenance["device"].startswith("CPU")
+    assert provenance["command"] == "python -m ibtools " + shlex.join(argv)
+    assert json.loads((folder / "provenance.json").read_text()) == provenance
+
+    # the file holds what the experiment computes, and the summary line counts its divergences
+    expected = experiment.sweep(cache=False, progress=False)
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    diverged = expected.groupby(["method", "lr", "seed"])["diverged"].first().sum()
+    assert f"{len(expected)} rows, {len(configs)} runs, {diverged} diverged" in out
+
+    # a string works as results_dir too, and a missing result is None
+    assert load_results("isgd-quadratic", "reduced", results_dir=str(tmp_path))[1] == provenance
+    assert load_results("isgd-quadratic", "full", results_dir=tmp_path) is None
+
+
+def test_rerunning_resumes_from_the_cache_under_out(tmp_path, tiny_experiment, capsys):
+    argv = ["run", "tiny-test", "--out", str(tmp_path), "--device", "cpu", "--seeds", "1"]
+    assert cli.main(argv) == 0
+    computed = len(tiny_experiment.run.calls)
+    assert computed == len(tiny_experiment.grid("reduced", seeds=1)) == 6
+    assert len(list((tmp_path / "tiny-test" / "reduced" / "cache" / "tiny-test").glob("*.json"))) == computed
+    first, _ = load_results("tiny-test", "reduced", results_dir=tmp_path)
+    assert cli.main(argv) == 0
+    assert len(tiny_experiment.run.calls) == computed  # everything read back
+    second, provenance = load_results("tiny-test", "reduced", results_dir=tmp_path)
+    pd.testing.assert_frame_equal(first, second)
+    assert provenance["seeds"] == 1 and provenance["runs"] == 6
+    assert "finished runs are kept" in capsys.readouterr().out
+
+
+def test_run_on_cuda_without_a_gpu_exits_2_naming_the_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["run", "isgd-quadratic", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "--device cpu" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_with_a_malformed_device_exits_2(tmp_path, capsys):
+    assert cli.main(["run", "isgd-quadratic", "--device", "gpu", "--out", str(tmp_path)]) == 2
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+
+
+def test_bench_with_an_unknown_name_fails_clearly(capsys, tmp_path, monkeypatch):
+    (tmp_path / "isgd_steps.py").write_text("def main(device):\n    pass\n")
+    (tmp_path / "_helpers.py").write_text("")
+    monkeypatch.setattr(cli, "BENCHMARKS_DIR", tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "isgd_stesp"])
+    message = str(exit_.value.code)
+    assert "no benchmark 'isgd_stesp'" in message and "known: isgd_steps" in message
+    assert "_helpers" not in message
+
+
+def test_bench_with_no_benchmarks_at_all_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "BENCHMARKS_DIR", tmp_path)
+    with pytest.raises(SystemExit, match="no benchmark 'nope'.*known: none"):
+        cli.main(["bench", "nope"])
+
+
+def test_bench_runs_the_benchmark_on_the_resolved_device(tmp_path, monkeypatch):
+    (tmp_path / "hello.py").write_text(
+        "from pathlib import Path\n"
+        "def main(device):\n"
+        f"    Path({str(tmp_path / 'ran')!r}).write_text(str(device))\n")
+    monkeypatch.setattr(cli, "BENCHMARKS_DIR", tmp_path)
+    assert cli.main(["bench", "hello", "--device", "cpu"]) == 0
+    assert (tmp_path / "ran").read_text() == "cpu"
+
+
+def test_the_benchmarks_folder_is_the_repository_one():
+    assert cli.BENCHMARKS_DIR == REPO / "benchmarks"

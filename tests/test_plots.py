@@ -1,0 +1,255 @@
+"""What the book shows: summaries over seeds, matplotlib figures, the kernel-free slider figure,
+and the live learning-rate panel."""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+from conftest import TINY_LRS
+from IPython.display import Markdown
+
+from ibtools import plots, widgets
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def run_rows(method, lr, seed, final, diverged=False, steps=3, curve=None):
+    """One run: step rows with loss ``curve[t]`` and a last epoch row with train_loss ``final``.
+
+    An early epoch row with a decoy train_loss checks that summaries use the final row."""
+    curve = curve if curve is not None else [10.0 / (t + 1) for t in range(steps)]
+    rows = [dict(method=method, lr=lr, seed=seed, kind="epoch", step=0, epoch=0.0, loss=99.0, train_loss=99.0,
+                 diverged=diverged)]
+    rows += [dict(method=method, lr=lr, seed=seed, kind="step", step=t, epoch=t / steps, loss=curve[t],
+                  train_loss=math.nan, diverged=diverged) for t in range(len(curve))]
+    if not diverged:
+        rows.append(dict(method=method, lr=lr, seed=seed, kind="epoch", step=len(curve), epoch=1.0, loss=final,
+                         train_loss=final, diverged=diverged))
+    return rows
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    """Two methods, two learning rates, three seeds, with hand-picked final losses:
+
+    esgd 0.1: 1, 2, 3             -> mean 2, std 1, none diverged
+    esgd 1.0: 4, diverged, 6      -> mean 5, std sqrt(2), a third diverged
+    isgd 0.1: 0.5, 0.5, 0.5       -> mean 0.5, std 0
+    isgd 1.0: all diverged        -> mean NaN, all diverged
+    """
+    rows = []
+    for seed, final in enumerate([1.0, 2.0, 3.0]):
+        rows += run_rows("esgd", 0.1, seed, final, curve=[3.0, 2.0, 1.0 + seed])
+    for seed, final in enumerate([4.0, None, 6.0]):
+        rows += run_rows("esgd", 1.0, seed, final, diverged=final is None, curve=[5.0, 7.0, 9.0 + seed])
+    for seed in range(3):
+        rows += run_rows("isgd", 0.1, seed, 0.5, curve=[3.0, 1.0, 0.5])
+        rows += run_rows("isgd", 1.0, seed, None, diverged=True, curve=[2.0, 20.0])
+    frame = pd.DataFrame(rows)
+    return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)  # order must not matter
+
+
+def by_key(stats):
+    return stats.set_index(["method", "lr"])
+
+
+# --- summaries ---------------------------------------------------------------------------------------
+
+def test_summarize_mean_std_and_diverged_fraction_over_seeds(table):
+    stats = by_key(plots.summarize(table))
+    assert len(stats) == 4
+    assert stats.loc[("esgd", 0.1), ["mean", "std", "diverged", "seeds"]].tolist() == pytest.approx([2.0, 1.0, 0.0, 3])
+    assert stats.loc[("esgd", 1.0), "mean"] == pytest.approx(5.0)
+    assert stats.loc[("esgd", 1.0), "std"] == pytest.approx(math.sqrt(2.0))
+    assert stats.loc[("esgd", 1.0), "diverged"] == pytest.approx(1 / 3)
+    assert stats.loc[("isgd", 0.1), ["mean", "std", "diverged"]].tolist() == pytest.approx([0.5, 0.0, 0.0])
+    assert math.isnan(stats.loc[("isgd", 1.0), "mean"])
+    assert stats.loc[("isgd", 1.0), "diverged"] == 1.0
+    assert (stats["seeds"] == 3).all()
+
+
+def test_summarize_of_one_seed_has_zero_spread():
+    stats = plots.summarize(pd.DataFrame(run_rows("esgd", 0.1, 0, 0.25)))
+    assert stats[["mean", "std", "diverged", "seeds"]].iloc[0].tolist() == [0.25, 0.0, 0.0, 1]
+
+
+def test_summarize_keeps_problems_apart(table):
+    both = pd.concat([table.assign(problem="a"), table.assign(problem="b", train_loss=table.train_loss * 10)])
+    stats = plots.summarize(both).set_index(["problem", "method", "lr"])
+    assert stats.loc[("a", "esgd", 0.1), "mean"] == pytest.approx(2.0)
+    assert stats.loc[("b", "esgd", 0.1), "mean"] == pytest.approx(20.0)
+
+
+def test_final_rows_are_the_last_recorded_row_of_each_run(table):
+    last = plots.final_rows(table)
+    assert len(last) == 12
+    finished = last[~last.diverged]
+    assert (finished["kind"] == "epoch").all() and (finished["step"] == 3).all()
+    # a diverged run ends where it stopped: its last step
+    stopped = last[(last.method == "isgd") & (last.lr == 1.0)]
+    assert (stopped["step"] == 1).all() and (stopped["loss"] == 20.0).all()
+
+
+def test_summarize_reads_a_csv_round_tripped_table(table, tmp_path):
+    table.to_csv(tmp_path / "r.csv", index=False)
+    again = plots.summarize(pd.read_csv(tmp_path / "r.csv"))
+    pd.testing.assert_frame_equal(again, plots.summarize(table), check_dtype=False)
+
+
+# --- matplotlib figures -------------------------------------------------------------------------------
+
+def test_loss_vs_lr_draws_means_and_marks_divergence(table):
+    ax = plots.loss_vs_lr(table, title="test")
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and ax.get_title() == "test"
+    stats = plots.summarize(table)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"ESGD (explicit)", "ISGD (implicit)"}
+    esgd = stats[stats.method == "esgd"]
+    np.testing.assert_allclose(lines["ESGD (explicit)"].get_xdata(), esgd["lr"])
+    np.testing.assert_allclose(lines["ESGD (explicit)"].get_ydata(), esgd["mean"])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "ESGD (explicit): diverged" in legend and "ISGD (implicit): diverged" in legend
+    ax.figure.canvas.draw()  # renders without error
+
+
+def test_loss_vs_lr_without_divergence_has_no_marks(table):
+    ax = plots.loss_vs_lr(table[~table.diverged & (table.lr == 0.1)], logy=False)
+    assert ax.get_yscale() == "linear"
+    assert not any("diverged" in t.get_text() for t in ax.get_legend().get_texts())
+    ax.figure.canvas.draw()
+
+
+def test_curves_draws_the_mean_over_seeds_at_the_nearest_learning_rate(table):
+    fig, ax = plt.subplots()
+    assert plots.curves(table, 0.12, ax=ax) is ax  # 0.12 is nearest to 0.1
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["ESGD (explicit)"].get_ydata(), [3.0, 2.0, 2.0])  # mean of 1, 2, 3
+    np.testing.assert_allclose(lines["ISGD (implicit)"].get_ydata(), [3.0, 1.0, 0.5])
+    np.testing.assert_allclose(lines["ESGD (explicit)"].get_xdata(), [0, 1, 2])
+    fig.canvas.draw()
+
+
+def test_curves_of_epoch_metrics(table):
+    ax = plots.curves(table, 0.1, metric="train_loss", kind="epoch", logy=False)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["ESGD (explicit)"].get_ydata(), [99.0, 2.0])
+
+
+# --- the kernel-free slider figure --------------------------------------------------------------------
+
+def test_lr_slider_figure_has_one_step_per_learning_rate_and_each_redraws_the_curves(table):
+    fig = plots.lr_slider_figure(table, title="demo")
+    assert isinstance(fig, go.Figure)
+    slider = fig.layout.sliders[0]
+    lrs = sorted(table["lr"].unique())
+    assert len(slider.steps) == len(lrs) == 2
+    assert [step.label for step in slider.steps] == [f"{lr:.3g}" for lr in lrs]
+
+    methods = list(dict.fromkeys(table["method"]))  # in the order they first appear
+    data = [step.args[0] for step in slider.steps]
+    indices = [step.args[2] for step in slider.steps]
+    for step, lr, d, idx in zip(slider.steps, lrs, data, indices):
+        assert step.method == "update"
+        # one curve per method plus the marker, and the traces they replace are those curves and the marker
+        assert len(d["x"]) == len(d["y"]) == len(methods) + 1 == len(idx)
+        assert [fig.data[i].name for i in idx[:-1]] == [plots.label(m) for m in methods]
+        assert all(fig.data[i].xaxis == "x" for i in idx[:-1])
+        assert d["x"][-1] == [lr, lr]  # the marker moves to the chosen learning rate
+        assert f"learning rate {lr:.3g}" in step.args[1]["title.text"]
+    # moving the slider changes the curves
+    assert data[0]["y"][0] != data[1]["y"][0] and data[0]["y"][1] != data[1]["y"][1]
+    esgd, isgd = methods.index("esgd"), methods.index("isgd")
+    assert data[0]["y"][esgd] == pytest.approx([3.0, 2.0, 2.0]) and data[0]["x"][esgd] == [0, 1, 2]
+    assert data[1]["y"][isgd] == pytest.approx([2.0, 20.0])
+    # the first step is what the figure shows before the slider moves
+    for i in range(len(methods)):
+        assert list(fig.data[i].y) == pytest.approx(data[0]["y"][i])
+    assert "diverged: " + ", ".join(plots.label(m) for m in methods) in slider.steps[1].args[1]["title.text"]
+    assert "diverged" not in slider.steps[0].args[1]["title.text"]
+    fig.to_json()  # a valid plotly figure
+
+
+def test_show_in_the_book_is_html_without_the_plotly_bundle(table, monkeypatch):
+    fig = plots.lr_slider_figure(table)
+    monkeypatch.setenv("IBTOOLS_BOOK", "1")
+    bundle = plots.show(fig)._repr_mimebundle_()
+    html = bundle["text/html"]
+    assert "Plotly.newPlot" in html and "sliders" in html
+    assert "plotly.js v" not in html and "cdn.plot.ly" not in html
+    assert len(html) < 200_000  # the bundle alone is megabytes
+    assert bundle["text/plain"] == "<interactive figure>"
+
+
+def test_show_outside_the_book_is_plotly_s_own_bundle(table, monkeypatch):
+    monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")
+    fig = plots.lr_slider_figure(table)
+    bundle = plots.show(fig)._repr_mimebundle_()
+    assert "application/vnd.plotly.v1+json" in bundle
+    assert len(bundle["application/vnd.plotly.v1+json"]["data"]) == len(fig.data)
+    assert bundle == fig._repr_mimebundle_(None, None)
+
+
+# --- the live panel -----------------------------------------------------------------------------------
+
+def test_panel_in_the_book_is_a_pointer_to_the_notebook(monkeypatch, tiny_experiment):
+    monkeypatch.setenv("IBTOOLS_BOOK", "1")
+    pointer = widgets.panel("tiny-test")
+    assert isinstance(pointer, Markdown)
+    assert "notebook" in pointer.data
+    assert tiny_experiment.run.calls == []
+
+
+def test_panel_in_a_notebook_is_the_learning_rate_panel(tiny_experiment):
+    assert isinstance(widgets.panel("tiny-test"), widgets.LearningRatePanel)
+
+
+def test_learning_rate_panel_slider_spans_the_grid_and_run_uses_its_value(tiny_experiment, results_cache_dir):
+    panel = widgets.LearningRatePanel(tiny_experiment, lr=0.1)
+    slider = panel.slider
+    assert isinstance(slider, W.FloatLogSlider)
+    assert slider.base == 10
+    assert slider.min == pytest.approx(math.log10(min(TINY_LRS)))
+    assert slider.max == pytest.approx(math.log10(max(TINY_LRS)))
+    assert slider.value == pytest.approx(0.1)
+    assert list(panel.methods.options) == ["sgd", "momentum"]
+    assert panel.button.description == "Run"
+
+    table = panel.run()
+    assert set(table["lr"]) == {slider.value}
+    assert set(table["method"]) == {"sgd", "momentum"} and set(table["seed"]) == {0}
+    assert {"kind", "train_loss", "diverged"} <= set(table.columns)
+    assert len(tiny_experiment.run.calls) == 2
+    assert not panel.button.disabled
+
+    slider.value = 0.01
+    panel.methods.value = ("sgd",)
+    second = panel.run()
+    assert second["lr"].unique() == pytest.approx([0.01]) and set(second["method"]) == {"sgd"}
+    assert sorted(panel.results["reduced"]["lr"].unique()) == pytest.approx([0.01, 0.1])  # the lr curve grows
+
+    slider.value = 0.1
+    panel.run()  # read back from the cache
+    assert len(tiny_experiment.run.calls) == 3
+    assert len(panel.results["reduced"].groupby(["method", "lr", "seed"])) == 3  # no duplicated runs
+
+
+def test_learning_rate_panel_default_value_lies_inside_the_grid(tiny_experiment):
+    slider = widgets.LearningRatePanel("tiny-test").slider
+    assert min(TINY_LRS) <= slider.value <= max(TINY_LRS)
+
+
+def test_lr_slider_spans_its_learning_rates():
+    slider = widgets.lr_slider([1e-3, 1e-2, 1e2])
+    assert (slider.min, slider.max) == pytest.approx((-3.0, 2.0))
+    assert slider.value == pytest.approx(1e-2)
