@@ -4,6 +4,7 @@ and the live learning-rate panel."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -253,3 +254,44 @@ def test_lr_slider_spans_its_learning_rates():
     slider = widgets.lr_slider([1e-3, 1e-2, 1e2])
     assert (slider.min, slider.max) == pytest.approx((-3.0, 2.0))
     assert slider.value == pytest.approx(1e-2)
+
+
+@dataclass(frozen=True)
+class TwoProblemConfig:
+    problem: str
+    method: str
+    lr: float
+    seed: int = 0
+
+
+def two_problem_configs(scale, lrs=None, methods=None, seeds=None, problems=None):
+    return [TwoProblemConfig(problem=p, method=m, lr=lr, seed=s)
+            for p in (problems or ("a", "b")) for m in (methods or ("esgd",)) for lr in (lrs or [0.1, 1.0])
+            for s in range(seeds or 1)]
+
+
+def run_two_problems(config, device=None):
+    """The same steps for both problems, different losses."""
+    scale = 1.0 if config.problem == "a" else 10.0
+    return [dict(kind="step", step=t, epoch=float(t), loss=scale * config.lr / (t + 1), train_loss=scale * config.lr,
+                 diverged=False) for t in range(3)]
+
+
+@pytest.fixture
+def two_problem_experiment():
+    from ibtools.experiments import EXPERIMENTS, Experiment, register
+
+    experiment = register(Experiment(name="two-problems", chapter=98, title="two problems", run=run_two_problems,
+                                      configs=two_problem_configs))
+    yield experiment
+    EXPERIMENTS.pop("two-problems", None)
+
+
+def test_learning_rate_panel_keeps_every_problem_of_every_run(two_problem_experiment):
+    """Runs that differ in a config field other than method, lr and seed are not merged away."""
+    panel = widgets.LearningRatePanel("two-problems")
+    for lr in (0.1, 1.0, 0.1):
+        panel.slider.value = lr
+        panel.run()
+    runs = panel.results["reduced"].groupby(["problem", "method", "lr", "seed"])
+    assert runs.ngroups == 4 and (runs.size() == 3).all()
