@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PLOTLY_JS := _static/plotly.min.js
-MATHJAX := _static/mathjax/tex-mml-chtml.js
+# Under html_extra_path (see _config.yml), not _static: Jupyter Book adds every .js file in _static
+# to every page as a <script>, and MathJax's hundred component files must not all load at once.
+MATHJAX := _build/extra/_static/mathjax/tex-mml-chtml.js
 
 .PHONY: book test unit notebooks browser clean
 
@@ -22,9 +24,10 @@ $(PLOTLY_JS): $(STAMP)
 	$(PY) -c "import plotly, pathlib, shutil; shutil.copy(pathlib.Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', '$(PLOTLY_JS)')"
 
 # MathJax from the installed django-static-mathjax wheel (static files only), for the same reason.
+# It is served at _static/mathjax/; a copy left in _static by an older checkout is removed.
 $(MATHJAX): $(STAMP)
-	rm -rf _static/mathjax
-	$(PY) -c "import mathjax, pathlib, shutil; shutil.copytree(pathlib.Path(mathjax.__path__[0]) / 'static' / 'mathjax' / 'es5', '_static/mathjax')"
+	rm -rf _static/mathjax $(dir $(MATHJAX))
+	$(PY) -c "import mathjax, pathlib, shutil; shutil.copytree(pathlib.Path(mathjax.__path__[0]) / 'static' / 'mathjax' / 'es5', '$(dir $(MATHJAX))')"
 
 book: $(STAMP) $(PLOTLY_JS) $(MATHJAX)
 	IBTOOLS_BOOK=1 $(VENV)/bin/jupyter-book build --all . --warningiserror --keep-going

@@ -91,6 +91,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ibtools",
@@ -112,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scale", choices=SCALES, default="reduced",
                      help="reduced: CPU-sized, offline (default); full: the paper's setup, for a GPU")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    run.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    run.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (default: the preset's)")
     run.add_argument("--out", default="results", help="output directory (default: ./results)")
     run.set_defaults(func=cmd_run)
     bench = sub.add_parser("bench", help="run a speed benchmark from benchmarks/ and print its ratios")

@@ -118,13 +118,17 @@ def sweep(
     experiment: str,
     version: int = 1,
     cache: ResultsCache | None | bool = None,
-    progress: bool = True,
+    progress: bool | None = None,
     description: str | None = None,
 ) -> pd.DataFrame:
     """Run ``run(config)`` for every config (cached runs are read back) and return one tidy
     table: the rows each run returned, with every config field added as a column.
 
-    ``cache=None`` uses the default cache directory, ``cache=False`` disables caching."""
+    ``cache=None`` uses the default cache directory, ``cache=False`` disables caching.
+    ``progress=None`` shows a progress bar except while the book is being built
+    (``IBTOOLS_BOOK=1``), where nobody watches it and it would only clutter the page."""
+    if progress is None:
+        progress = os.environ.get("IBTOOLS_BOOK") != "1"
     configs = list(configs)
     store = None if cache is False else (cache if isinstance(cache, ResultsCache) else ResultsCache(cache))
     frames = []

@@ -10,6 +10,7 @@ reported as diverged, with its last finite loss.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def check_lr(lr: float) -> float:
     """Validate a learning rate, naming the fix when it is unusable."""
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(
             f"learning rate must be a finite number > 0, got {lr!r}; "
             "pass e.g. lr=0.1 (the book's sweeps use log-spaced grids such as 1e-3 ... 1e2)"

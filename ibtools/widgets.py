@@ -17,10 +17,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from . import plots
-from .experiments import Experiment, get
+from .experiments import Experiment, config_fields, get
 
-# Columns that identify one row of a run, for merging tables of runs made at different times.
-RUN_ROW_KEYS = ["method", "lr", "seed", "kind", "step", "epoch"]
+# With the config's fields, the columns that identify one row of a run, for merging tables of
+# runs made at different times.
+ROW_POSITION = ["kind", "step", "epoch"]
 
 
 def lr_slider(lrs: list[float], value: float | None = None, description: str = "learning rate η") -> W.FloatLogSlider:
@@ -71,7 +72,8 @@ class LearningRatePanel:
                                               **self.fixed)
             seen = self.results.get(self.scale.value)
             self.results[self.scale.value] = table if seen is None else (
-                pd.concat([seen, table]).drop_duplicates(subset=[c for c in RUN_ROW_KEYS + list(self.fixed) if c in table]))
+                pd.concat([seen, table]).drop_duplicates(
+                    subset=[c for c in config_fields(self.experiment) + ROW_POSITION if c in table]))
             self.draw(table)
         finally:
             self.button.disabled = False

@@ -44,7 +44,7 @@ class Experiment:
         return self.configs(scale, **{k: v for k, v in axes.items() if v is not None})
 
     def sweep(self, scale: str = "reduced", *, device=None, cache: ResultsCache | None | bool = None,
-              progress: bool = True, **axes: Any) -> pd.DataFrame:
+              progress: bool | None = None, **axes: Any) -> pd.DataFrame:
         """Run (or read back from the cache) the preset grid of ``scale``; one tidy table."""
         return sweep(functools.partial(self.run, device=device), self.grid(scale, **axes),
                      experiment=self.name, version=self.version, cache=cache, progress=progress,
