@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PLOTLY_JS := _static/plotly.min.js
-# Under html_extra_path (see _config.yml), not _static: Jupyter Book adds every .js file in _static
-# to every page as a <script>, and MathJax's hundred component files must not all load at once.
-MATHJAX := _build/extra/_static/mathjax/tex-mml-chtml.js
+# Not in _static, where Jupyter Book would add each of MathJax's hundred .js files to every page as a
+# <script>: in a folder of html_extra_path (_config.yml), which the build copies to the site's root.
+MATHJAX := _build/extra/mathjax/tex-mml-chtml.js
 
-.PHONY: book test unit notebooks browser clean
+.PHONY: book test unit notebooks browser outputs clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(PLOTLY_JS): $(STAMP)
 	$(PY) -c "import plotly, pathlib, shutil; shutil.copy(pathlib.Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', '$(PLOTLY_JS)')"
 
 # MathJax from the installed django-static-mathjax wheel (static files only), for the same reason.
-# It is served at _static/mathjax/; a copy left in _static by an older checkout is removed.
+# A copy left in _static by an older checkout is removed.
 $(MATHJAX): $(STAMP)
 	rm -rf _static/mathjax $(dir $(MATHJAX))
 	$(PY) -c "import mathjax, pathlib, shutil; shutil.copytree(pathlib.Path(mathjax.__path__[0]) / 'static' / 'mathjax' / 'es5', '$(dir $(MATHJAX))')"
@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests -m "not browser"
 
 notebooks: $(STAMP)
-	$(PY) -m pytest --nbval-lax book -p no:randomly
+	$(PY) -m pytest --nbval-lax book
 
 browser: book
 	$(PY) -m pytest tests -m browser
@@ -44,6 +44,10 @@ browser: book
 # A fresh results cache, so the chapters really compute what they show.
 test: $(STAMP)
 	IBTOOLS_CACHE=$$(mktemp -d -t ibtools-cache-XXXX) $(MAKE) unit notebooks browser
+
+# After editing a chapter: execute it and store only the outputs nbval checks.
+outputs: $(STAMP)
+	$(PY) -m ibtools.notebooks book/*.ipynb
 
 clean:
 	rm -rf _build _static

@@ -1,0 +1,247 @@
+"""The built chapter in headless Chromium, as a reader sees it with no network: math typeset by
+the book's own MathJax, figures drawn by its own plotly.js, the kernel-free learning-rate slider
+redrawing its figure when dragged with the mouse, citations linked to the bibliography, and a
+console free of errors.
+
+``make browser`` builds the book and runs these. They need Debian's ``chromium`` and
+``chromium-driver`` and download nothing: the driver is named, so Selenium Manager never runs.
+A full-page screenshot is left in ``_build/browser/`` for humans.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+SITE = REPO / "_build" / "html"
+CHAPTER = "book/01_isgd_vs_esgd.html"
+SCREENSHOT = REPO / "_build" / "browser" / "01_isgd_vs_esgd.png"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
+RENDER_TIMEOUT = 30  # seconds for MathJax and plotly to finish on a slow machine
+
+# Errors on our pages that come from the book tooling, not from the book, and that no setting fixes:
+# sphinx-thebe registers its inline config script during reading, Sphinx 7.4 then emits it twice
+# (once registered as filename None, once as ''), and the second `const` declaration throws.
+UPSTREAM_CONSOLE_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+
+# The first figure with a slider: its slider, the traces the slider's steps redraw (their y data,
+# the drawn line of the first, the step data the active step says they show) and the
+# current-value label.
+READ_SLIDER_FIGURE = """
+const gd = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(el => el.layout && el.layout.sliders && el.layout.sliders.length);
+if (!gd) return null;
+const slider = gd.layout.sliders[0];
+const active = slider.active || 0;
+const [data, , traces] = slider.steps[active].args;
+const numbers = v => JSON.stringify(Array.from(v));
+const line = gd.querySelector('.scatterlayer .trace path.js-line');
+return {
+  figure: gd,
+  active: active,
+  labels: slider.steps.map(step => step.label),
+  y: traces.map(i => numbers(gd._fullData[i].y)),
+  stepY: data.y.map(numbers),
+  prefix: slider.currentvalue.prefix,
+  currentValue: gd.querySelector('.slider-group > text.slider-label').textContent,
+  line: line && line.getAttribute('d'),
+};
+"""
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # the test reports failures itself
+        pass
+
+
+@pytest.fixture(scope="module")
+def site_url():
+    """``_build/html`` served on a free loopback port for the module's tests."""
+    if not (SITE / CHAPTER).is_file():
+        pytest.fail(f"{SITE / CHAPTER} is missing: run `make book` first (or `make browser`, which does).")
+    handler = functools.partial(QuietHandler, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium with a fresh profile, keeping the console log."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not found: install Chromium and its driver with "
+                    "`apt-get install chromium chromium-driver` (as .ci/run does).")
+    with tempfile.TemporaryDirectory(prefix="ibtools-chromium-") as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        driver.set_page_load_timeout(RENDER_TIMEOUT)
+        driver.set_script_timeout(RENDER_TIMEOUT)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+@pytest.fixture(scope="module")
+def chapter(browser, site_url):
+    """The chapter, loaded, given time to typeset and draw, and photographed for humans."""
+    browser.get(f"{site_url}/{CHAPTER}")
+    try:
+        wait_for(browser, "return window.MathJax && MathJax.startup && MathJax.startup.promise"
+                          " && document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+        browser.execute_async_script("MathJax.startup.promise.then(() => arguments[0]())")
+    except TimeoutException:
+        pass  # the tests below say what did not render; the screenshot shows it
+    save_full_page_screenshot(browser, SCREENSHOT)
+    return browser
+
+
+def wait_for(driver, script: str, timeout: float = RENDER_TIMEOUT):
+    """Wait until ``script`` returns something truthy, and return it."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: d.execute_script(script))
+
+
+def save_full_page_screenshot(driver, path: Path) -> None:
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_math_is_typeset(chapter):
+    try:
+        wait_for(chapter, "return document.querySelectorAll('mjx-container').length")
+    except TimeoutException:
+        pytest.fail(f"MathJax typeset nothing in {RENDER_TIMEOUT} s: is mathjax/tex-mml-chtml.js served at the "
+                    "site's root (make book copies it to _build/extra, the html_extra_path) and loaded once?")
+    chapter.execute_async_script("MathJax.startup.promise.then(() => arguments[0]())")
+    math = chapter.execute_script("""
+        const untypeset = [...document.querySelectorAll('.math')]
+            .filter(el => !el.querySelector('mjx-container')).map(el => el.textContent.trim());
+        const errors = [...document.querySelectorAll('mjx-merror')]
+            .map(el => el.getAttribute('data-mjx-error') || el.textContent);
+        // Text a reader sees, outside code, outputs and typeset math: no TeX may be left in it.
+        const skip = 'pre, code, script, style, mjx-container, .cell_output';
+        const walker = document.createTreeWalker(document.querySelector('main') || document.body,
+                                                 NodeFilter.SHOW_TEXT);
+        const tex = [];
+        for (let node; (node = walker.nextNode());) {
+            const found = node.textContent.match(/\\\\[A-Za-z]+|\\$\\$|\\^\\{/);
+            if (found && !node.parentElement.closest(skip)) tex.push(node.textContent.trim().slice(0, 120));
+        }
+        return {typeset: document.querySelectorAll('mjx-container').length, untypeset, errors, tex};
+    """)
+    assert math["typeset"] >= 10, f"only {math['typeset']} formulas typeset"
+    assert not math["untypeset"], f"math left as TeX: {math['untypeset'][:5]}"
+    assert not math["errors"], f"MathJax could not typeset: {math['errors'][:5]}"
+    assert not math["tex"], f"raw TeX visible on the page: {math['tex'][:5]}"
+
+
+def test_figures_are_drawn(chapter):
+    try:
+        wait_for(chapter, "return document.querySelectorAll('.js-plotly-plot').length >= 3")
+    except TimeoutException:
+        count = chapter.execute_script("return document.querySelectorAll('.js-plotly-plot').length")
+        pytest.fail(f"{count} plotly figures drawn, expected at least 3: is _static/plotly.min.js "
+                    f"served? (window.Plotly is {chapter.execute_script('return typeof window.Plotly')})")
+    figures = chapter.execute_script("""
+        return [...document.querySelectorAll('.js-plotly-plot')].map(el => ({
+            title: (el.layout && el.layout.title && el.layout.title.text) || el.id,
+            svg: !!el.querySelector('svg.main-svg'),
+            lines: [...el.querySelectorAll('.scatterlayer .trace path.js-line')]
+                .filter(path => (path.getAttribute('d') || '').length > 10).length,
+        }));
+    """)
+    blank = [f["title"] for f in figures if not (f["svg"] and f["lines"])]
+    assert not blank, f"figures without a drawn trace: {blank}"
+
+
+def test_slider_redraws_the_figure_when_dragged(chapter):
+    before = chapter.execute_script(READ_SLIDER_FIGURE)
+    assert before is not None, "no figure on the page has a slider"
+    figure = before["figure"]
+    chapter.execute_script("arguments[0].scrollIntoView({block: 'center'})", figure)
+    grip = figure.find_element(By.CSS_SELECTOR, "g.slider-container rect.slider-grip-rect")
+    ticks = figure.find_elements(By.CSS_SELECTOR, "g.slider-container rect.slider-tick-rect")
+    assert len(ticks) == len(before["labels"]) > 1, "the slider shows no step to move to"
+    target = len(ticks) - 1 if before["active"] != len(ticks) - 1 else 0
+
+    ActionChains(chapter).click_and_hold(grip).move_to_element(ticks[target]).pause(0.2).release().perform()
+    try:
+        WebDriverWait(chapter, 10, poll_frequency=0.1).until(
+            lambda d: d.execute_script(READ_SLIDER_FIGURE)["y"] != before["y"])
+    except TimeoutException:
+        pytest.fail(f"dragging the slider's grip to step {target} did not change the curves' data")
+    after = chapter.execute_script(READ_SLIDER_FIGURE)
+
+    assert after["active"] == target, f"the slider went to step {after['active']}, not {target}"
+    assert after["y"] == after["stepY"], "the curves do not show the data of the step the slider is on"
+    assert after["line"] != before["line"], "the curves' data changed but the drawn line did not"
+    assert after["currentValue"] != before["currentValue"]
+    assert after["currentValue"] == after["prefix"] + after["labels"][target]
+
+
+def test_citations_link_to_the_bibliography(chapter):
+    citations = chapter.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const pages = {};
+        const page = url => pages[url] = pages[url] || fetch(url).then(r => r.text())
+            .then(html => new DOMParser().parseFromString(html, 'text/html'));
+        Promise.all([...document.querySelectorAll('.bibtex-citation a[href]')].map(async a => {
+            const url = new URL(a.href);
+            const entry = (await page(url.href.split('#')[0])).getElementById(decodeURIComponent(url.hash.slice(1)));
+            const found = entry && entry.getAttribute('role') === 'doc-biblioentry';
+            return {text: a.textContent, href: a.getAttribute('href'), entry: found ? entry.textContent : null};
+        })).then(done, error => done(String(error)));
+    """)
+    assert isinstance(citations, list), f"could not follow the citation links: {citations}"
+    assert citations, "the chapter has no citation links"
+    unresolved = [c["href"] for c in citations if c["entry"] is None]
+    assert not unresolved, f"citation links that lead to no bibliography entry: {unresolved}"
+    fagan = [c for c in citations if "Fagan" in c["text"]]
+    assert fagan, f"fagan2018robust is not cited: {[c['text'] for c in citations]}"
+    assert all("Robust implicit backpropagation" in c["entry"] for c in fagan), fagan
+
+
+def test_console_has_no_errors(chapter, site_url):
+    def ours(message: str) -> bool:
+        """From our pages: not another site's script, not the favicon the book does not have."""
+        source = message.split(" ", 1)[0]  # a URL, or "javascript" for inline code
+        return not (source.startswith("http") and not source.startswith(site_url)
+                    or source.endswith("/favicon.ico"))
+
+    errors = [entry["message"] for entry in chapter.get_log("browser")
+              if entry["level"] == "SEVERE" and ours(entry["message"])
+              and not any(known in entry["message"] for known in UPSTREAM_CONSOLE_ERRORS)]
+    assert not errors, "errors in the browser console:\n" + "\n".join(errors)
