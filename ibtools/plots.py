@@ -137,6 +137,15 @@ def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "loss", final_m
                              line=dict(color="black", dash="dot"), hoverinfo="skip"), row=1, col=2)
     marker = len(fig.data) - 1
     fig.data[marker].update(yaxis="y3")
+    # Learning rates at which a seed diverged: an x along the top of the right panel, drawn
+    # on the same unit overlay axis as the marker, so it sits there whatever the loss scale.
+    for i, method in enumerate(methods):
+        bad = stats[(stats["method"] == method) & (stats["diverged"] > 0)]
+        fig.add_trace(go.Scatter(x=bad["lr"], y=[0.95 - 0.05 * i] * len(bad), mode="markers", xaxis="x2",
+                                 yaxis="y3", marker=dict(symbol="x", size=9, color=color(method, i)),
+                                 name=f"{label(method)}: diverged", legendgroup=method,
+                                 showlegend=len(bad) > 0, customdata=bad["diverged"],
+                                 hovertemplate="lr %{x:.3g}: %{customdata:.0%} of seeds diverged<extra></extra>"))
     fig.update_layout(yaxis3=dict(overlaying="y2", range=[0, 1], visible=False))
     steps = []
     for lr in lrs:
@@ -157,12 +166,14 @@ def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "loss", final_m
         title=dict(text=f"{title}<br><sub>learning rate {lrs[0]:.3g}</sub>"),
         sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="learning rate η = "),
                       pad=dict(t=50))],
-        height=480, margin=dict(t=90), template="plotly_white",
-        legend=dict(orientation="h", y=-0.45))
+        height=560, margin=dict(t=90, b=150), template="plotly_white",
+        legend=dict(orientation="h", yanchor="top", y=-0.62, x=0))
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="learning rate η", type="log", row=1, col=2)
-    fig.update_yaxes(title_text=curve_metric.replace("_", " "), type="log" if logy else "linear", row=1, col=1)
-    fig.update_yaxes(title_text=final_metric.replace("_", " "), type="log" if logy else "linear", row=1, col=2)
+    fig.update_yaxes(title_text=curve_metric.replace("_", " "), type="log" if logy else "linear",
+                     exponentformat="power", row=1, col=1)
+    fig.update_yaxes(title_text=final_metric.replace("_", " "), type="log" if logy else "linear",
+                     exponentformat="power", row=1, col=2)
     return fig
 
 

@@ -96,7 +96,7 @@ class LearningRatePanel:
 def panel(experiment: Experiment | str, **kwargs):
     """The chapter's live panel; in the rendered book (no kernel) a pointer to the notebook instead."""
     if os.environ.get("IBTOOLS_BOOK") == "1":
-        return Markdown("*Live panel: open this chapter as a notebook (the launch button above, or "
-                        "`jupyter lab book/`) to run the experiment at any learning rate. "
-                        "The figure below replays the precomputed sweep without a kernel.*")
+        return Markdown("*Live panel: open this chapter as a notebook (`jupyter lab book/` in a clone of "
+                        "the repository) to run the experiment at any learning rate. The figure below "
+                        "replays the precomputed sweep without a kernel.*")
     return LearningRatePanel(experiment, **kwargs)
