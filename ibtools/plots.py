@@ -108,11 +108,14 @@ def curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "st
     return ax
 
 
-def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "loss", final_metric: str = "train_loss",
-                     title: str = "", logy: bool = True, curve_kind: str = "step") -> go.Figure:
+def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "train_loss", final_metric: str = "train_loss",
+                     title: str = "", logy: bool = True, curve_kind: str = "epoch") -> go.Figure:
     """A figure that works without a kernel: training curves at one learning rate (left) and the
     final metric against learning rate (right), with a slider over the swept learning rates that
-    redraws the curves and moves the marker in the browser."""
+    redraws the curves and moves the marker in the browser.
+
+    The curves are ``curve_metric`` on rows of ``curve_kind``: by default the full training
+    loss at each evaluation; ``curve_kind="step", curve_metric="loss"`` draws the mini-batch loss."""
     lrs = sorted(table["lr"].unique())
     methods = list(dict.fromkeys(table["method"]))
     stats = summarize(table, final_metric)

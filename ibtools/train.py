@@ -153,18 +153,21 @@ def train(
     device: str | torch.device | None = None,
     clip_norm: float | None = None,
     log_every: int = 1,
+    evals_per_epoch: int = 1,
     diverge_factor: float = 100.0,
 ) -> RunResult:
     """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
 
-    Rows of kind ``"step"`` hold the mini-batch loss before each logged update; rows of kind
-    ``"epoch"`` (epoch 0 is before training) hold ``train_loss``, ``test_loss``,
-    ``train_acc`` and ``test_acc`` over the full splits.
+    Rows of kind ``"step"`` hold the mini-batch loss before every ``log_every``-th update.
+    Rows of kind ``"epoch"`` hold ``train_loss``, ``test_loss``, ``train_acc`` and
+    ``test_acc`` over the full splits: before training (epoch 0), at the end of every epoch
+    and, with ``evals_per_epoch > 1``, at evenly spaced points within it (fractional epochs).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    if epochs < 0 or batch_size < 1 or evals_per_epoch < 1:
+        raise ValueError(f"need epochs >= 0, batch_size >= 1 and evals_per_epoch >= 1, "
+                         f"got {epochs}, {batch_size} and {evals_per_epoch}")
     dev = resolve_device(device)
     generator = seed_everything(seed)
     model = model.to(dev)
@@ -174,22 +177,26 @@ def train(
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
     n = len(x_train)
     steps_per_epoch = math.ceil(n / batch_size)
+    evaluate_after = {math.ceil(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
     result = RunResult()
 
-    def record_epoch(epoch: int) -> bool:
+    def record_evaluation(epoch: float) -> float:
         train_loss, train_acc = evaluate(model, x_train, y_train, loss)
         test_loss, test_acc = evaluate(model, x_test, y_test, loss)
-        result.rows.append(dict(kind="epoch", epoch=float(epoch), step=result.steps, loss=train_loss,
+        result.rows.append(dict(kind="epoch", epoch=epoch, step=result.steps, loss=train_loss,
                                 train_loss=train_loss, test_loss=test_loss,
                                 train_acc=train_acc, test_acc=test_acc))
-        return math.isfinite(train_loss)
+        return train_loss
 
-    record_epoch(0)
-    start_loss = result.rows[0]["train_loss"]
+    start_loss = record_evaluation(0.0)
     if not math.isfinite(start_loss):
         raise ValueError("the model's loss is not finite before training: check the data and initialisation")
     result.last_finite_loss = start_loss
     threshold = diverge_factor * max(start_loss, 1e-12)
+
+    def blew_up(value: float) -> bool:
+        return not math.isfinite(value) or value > threshold
+
     model.train()
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=generator).to(dev)
@@ -197,7 +204,7 @@ def train(
             idx = order[i * batch_size:(i + 1) * batch_size]
             closure = BatchClosure(model, loss_fn, optimizer, x_train[idx], y_train[idx], clip_norm)
             batch_loss = float(optimizer.step(closure))
-            if not math.isfinite(batch_loss) or batch_loss > threshold:
+            if blew_up(batch_loss):
                 result.diverged = True
                 break
             result.last_finite_loss = batch_loss
@@ -205,13 +212,14 @@ def train(
                 result.rows.append(dict(kind="step", epoch=(epoch - 1) + i / steps_per_epoch,
                                         step=result.steps, loss=batch_loss))
             result.steps += 1
-        if result.diverged or not record_epoch(epoch):
-            result.diverged = True
+            if i + 1 in evaluate_after:
+                train_loss = record_evaluation((epoch - 1) + (i + 1) / steps_per_epoch)
+                if blew_up(train_loss):
+                    result.diverged = True
+                    break
+                result.last_finite_loss = train_loss
+        if result.diverged:
             break
-        if result.rows[-1]["train_loss"] > threshold:
-            result.diverged = True
-            break
-        result.last_finite_loss = result.rows[-1]["train_loss"]
     for row in result.rows:
         row.update(diverged=result.diverged, last_finite_loss=result.last_finite_loss)
     return result

@@ -40,11 +40,12 @@ class LearningRatePanel:
     learning rate run so far (at this scale), so dragging the slider and pressing Run traces
     out the learning-rate sensitivity curve point by point."""
 
-    def __init__(self, experiment: Experiment | str, *, metric: str | None = None, curve_metric: str = "loss",
+    def __init__(self, experiment: Experiment | str, *, metric: str | None = None,
+                 curve_metric: str = "train_loss", curve_kind: str = "epoch",
                  lr: float | None = None, logy: bool = True, **fixed):
         self.experiment = get(experiment) if isinstance(experiment, str) else experiment
         self.metric = metric or self.experiment.metric
-        self.curve_metric, self.logy, self.fixed = curve_metric, logy, fixed
+        self.curve_metric, self.curve_kind, self.logy, self.fixed = curve_metric, curve_kind, logy, fixed
         grid = self.experiment.grid("reduced", **fixed)
         methods = list(dict.fromkeys(c.method for c in grid))
         self.slider = lr_slider(sorted({c.lr for c in grid}), lr)
@@ -83,7 +84,8 @@ class LearningRatePanel:
         with self.plot:
             self.plot.clear_output(wait=True)
             fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-            plots.curves(latest, float(self.slider.value), self.curve_metric, ax=left, logy=self.logy)
+            plots.curves(latest, float(self.slider.value), self.curve_metric, self.curve_kind, ax=left,
+                         logy=self.logy)
             plots.loss_vs_lr(self.results[self.scale.value], self.metric, ax=right, logy=self.logy)
             right.axvline(float(self.slider.value), color="black", ls=":", lw=1)
             fig.tight_layout()

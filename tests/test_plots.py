@@ -150,7 +150,7 @@ def test_curves_of_epoch_metrics(table):
 # --- the kernel-free slider figure --------------------------------------------------------------------
 
 def test_lr_slider_figure_has_one_step_per_learning_rate_and_each_redraws_the_curves(table):
-    fig = plots.lr_slider_figure(table, title="demo")
+    fig = plots.lr_slider_figure(table, title="demo", curve_metric="loss", curve_kind="step")
     assert isinstance(fig, go.Figure)
     slider = fig.layout.sliders[0]
     lrs = sorted(table["lr"].unique())
@@ -289,7 +289,7 @@ def two_problem_experiment():
 
 def test_learning_rate_panel_keeps_every_problem_of_every_run(two_problem_experiment):
     """Runs that differ in a config field other than method, lr and seed are not merged away."""
-    panel = widgets.LearningRatePanel("two-problems")
+    panel = widgets.LearningRatePanel("two-problems", curve_metric="loss", curve_kind="step")
     for lr in (0.1, 1.0, 0.1):
         panel.slider.value = lr
         panel.run()

@@ -340,11 +340,20 @@ def test_unknown_loss_is_rejected_with_the_choices(regression_data):
         train(linear(), regression_data, sgd(0.1), loss="hinge", epochs=1, batch_size=8, seed=0, device="cpu")
 
 
-@pytest.mark.parametrize("epochs, batch_size", [(-1, 8), (1, 0)])
-def test_bad_budget_is_rejected(regression_data, epochs, batch_size):
-    with pytest.raises(ValueError, match="epochs >= 0 and batch_size >= 1"):
+@pytest.mark.parametrize("epochs, batch_size, evals", [(-1, 8, 1), (1, 0, 1), (1, 8, 0)])
+def test_bad_budget_is_rejected(regression_data, epochs, batch_size, evals):
+    with pytest.raises(ValueError, match="epochs >= 0, batch_size >= 1 and evals_per_epoch >= 1"):
         train(linear(), regression_data, sgd(0.1), loss="least_squares", epochs=epochs, batch_size=batch_size,
-              seed=0, device="cpu")
+              evals_per_epoch=evals, seed=0, device="cpu")
+
+
+def test_evaluations_within_epochs_are_evenly_spaced_and_end_each_epoch(regression_data):
+    result = train(linear(), regression_data, sgd(0.05), loss="least_squares", epochs=2, batch_size=8,
+                   evals_per_epoch=4, seed=0, device="cpu")
+    evals = [r for r in result.rows if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in evals][:1] + [r["epoch"] for r in evals][4::4] == [0.0, 1.0, 2.0]
+    assert len(evals) == 1 + 2 * 4
+    assert all(b["epoch"] > a["epoch"] and b["step"] > a["step"] for a, b in zip(evals, evals[1:]))
 
 
 # --- devices -----------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def run_convex(config: ConvexConfig, device=None) -> list[dict]:
     steps = config.epochs * len(dataset.x_train) // config.batch_size
     result = train(model, dataset, make_optimizer, loss=loss, epochs=config.epochs,
                    batch_size=config.batch_size, seed=config.seed, device=device,
-                   log_every=max(1, steps // 150))
+                   log_every=max(1, steps // 100), evals_per_epoch=20)
     return result.rows
 
 
@@ -162,7 +162,7 @@ def run_exact_net(config: ExactNetConfig, device=None) -> list[dict]:
             return isgd.ExactISGD(m.parameters(), lr=config.lr, inner_steps=config.inner_steps,
                                   inner_lr_ratio=config.inner_lr_ratio)
     result = train(model, dataset, make_optimizer, loss="cross_entropy", epochs=config.epochs,
-                   batch_size=config.batch_size, seed=config.seed, device=device)
+                   batch_size=config.batch_size, seed=config.seed, device=device, evals_per_epoch=8)
     return result.rows
 
 
