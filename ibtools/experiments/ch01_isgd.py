@@ -168,7 +168,7 @@ def run_exact_net(config: ExactNetConfig, device=None) -> list[dict]:
 
 def exact_net_configs(scale: str, lrs=None, methods=None, seeds=None) -> list[ExactNetConfig]:
     full = scale == "full"
-    lrs = lrs or (log_grid(1e-2, 10, 3) if full else log_grid(0.03, 30, 1.5))
+    lrs = lrs or (log_grid(1e-2, 10, 3) if full else log_grid(0.03, 30, 2))
     seeds = range(seeds if seeds is not None else (20 if full else 1))
     shape = dict(dataset="mnist", architecture="convnet") if full else {}
     return [ExactNetConfig(method=m, lr=lr, seed=s, **shape)
