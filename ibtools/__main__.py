@@ -21,7 +21,7 @@ import torch
 
 from . import __version__, data
 from .experiments import EXPERIMENTS, SCALES, get, save_results
-from .sweep import ResultsCache
+from .sweep import ResultsCache, run_columns
 from .train import resolve_device
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -69,12 +69,12 @@ def cmd_run(args) -> int:
         "command": "python -m ibtools " + " ".join(shlex.quote(a) for a in args.argv),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_description(device), "torch": torch.__version__,
-        "ibtools": __version__, "git_commit": git_commit(), "runs": int(table.groupby(
-            [c for c in ("method", "lr", "seed", "problem") if c in table]).ngroups),
+        "ibtools": __version__, "git_commit": git_commit(), "config_fields": run_columns(table),
     }
+    runs = table.groupby(run_columns(table), dropna=False)["diverged"].first()
+    provenance["runs"] = len(runs)
     save_results(table, out, provenance)
-    diverged = table.groupby([c for c in ("method", "lr", "seed", "problem") if c in table])["diverged"].first()
-    print(f"wrote {out / 'results.csv'} ({len(table)} rows, {provenance['runs']} runs, {int(diverged.sum())} diverged)")
+    print(f"wrote {out / 'results.csv'} ({len(table)} rows, {len(runs)} runs, {int(runs.sum())} diverged)")
     return 0
 
 

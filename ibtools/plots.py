@@ -16,6 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .sweep import run_columns
+
 METHOD_COLORS = {"esgd": "#d62728", "eb": "#d62728", "isgd": "#1f77b4", "ib": "#1f77b4",
                  "exact-isgd": "#2ca02c"}
 METHOD_LABELS = {"esgd": "ESGD (explicit)", "isgd": "ISGD (implicit)", "exact-isgd": "exact ISGD (inner GD)",
@@ -33,8 +35,8 @@ def label(method: str) -> str:
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The last recorded row of each run: its final metrics, or where it stopped if it diverged."""
-    run_keys = [c for c in ("problem", "method", "lr", "seed") if c in table]
-    return table.sort_values("step", kind="stable").groupby(run_keys, as_index=False).tail(1)
+    ordered = table.sort_values("step", kind="stable")
+    return ordered.groupby(run_columns(table), as_index=False, dropna=False).tail(1)
 
 
 def summarize(table: pd.DataFrame, metric: str = "train_loss") -> pd.DataFrame:
@@ -42,9 +44,9 @@ def summarize(table: pd.DataFrame, metric: str = "train_loss") -> pd.DataFrame:
     and learning rate, counting only runs that did not diverge; ``diverged`` is the fraction
     of seeds that did."""
     last = final_rows(table)
-    keys = [c for c in ("problem", "method", "lr") if c in last]
+    keys = [c for c in run_columns(last) if c != "seed"]
     value = last[metric].where(~last["diverged"].astype(bool))
-    out = (last.assign(value=value).groupby(keys)
+    out = (last.assign(value=value).groupby(keys, dropna=False)
            .agg(mean=("value", "mean"), std=("value", "std"), diverged=("diverged", "mean"),
                 seeds=("seed", "nunique"))
            .reset_index())

@@ -148,4 +148,13 @@ def sweep(
         return pd.DataFrame()
     result = pd.concat(frames, ignore_index=True)
     fields = list(config_dict(configs[0]))
-    return result[fields + [c for c in result.columns if c not in fields]]
+    result = result[fields + [c for c in result.columns if c not in fields]]
+    result.attrs["config_fields"] = fields
+    return result
+
+
+def run_columns(table: pd.DataFrame) -> list[str]:
+    """The columns that identify a run: the config's fields, which :func:`sweep` records in
+    ``table.attrs``; for a table made by hand, whichever of problem, method, lr, seed it has."""
+    fields = table.attrs.get("config_fields") or ["problem", "method", "lr", "seed"]
+    return [f for f in fields if f in table]

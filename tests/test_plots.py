@@ -295,3 +295,26 @@ def test_learning_rate_panel_keeps_every_problem_of_every_run(two_problem_experi
         panel.run()
     runs = panel.results["reduced"].groupby(["problem", "method", "lr", "seed"])
     assert runs.ngroups == 4 and (runs.size() == 3).all()
+
+
+def test_summaries_keep_runs_apart_by_every_config_field():
+    """A sweep over a field the plots know nothing of (here: width) is summarised per value."""
+    from dataclasses import dataclass
+
+    from ibtools.sweep import sweep
+
+    @dataclass(frozen=True)
+    class Config:
+        width: int
+        method: str
+        lr: float
+        seed: int
+
+    def run(config, device=None):
+        return [dict(kind="epoch", step=0, train_loss=float(config.width + config.seed), diverged=False)]
+
+    configs = [Config(w, "esgd", 0.1, s) for w in (1, 10) for s in (0, 2)]
+    table = sweep(run, configs, experiment="widths", cache=False, progress=False)
+    assert table.attrs["config_fields"] == ["width", "method", "lr", "seed"]
+    stats = plots.summarize(table)
+    assert stats.set_index("width")["mean"].to_dict() == {1: 2.0, 10: 11.0}

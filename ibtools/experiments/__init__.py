@@ -86,7 +86,9 @@ def load_results(name: str, scale: str = "full", results_dir: str | Path | None 
     if not (folder / "results.csv").exists():
         return None
     provenance = json.loads((folder / "provenance.json").read_text())
-    return pd.read_csv(folder / "results.csv"), provenance
+    table = pd.read_csv(folder / "results.csv")
+    table.attrs["config_fields"] = provenance.get("config_fields", [])
+    return table, provenance
 
 
 def config_fields(experiment: Experiment) -> list[str]:
