@@ -17,7 +17,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from . import plots
-from .experiments import Experiment, config_fields, get
+from .experiments import Experiment, get
+from .sweep import run_columns
 
 # With the config's fields, the columns that identify one row of a run, for merging tables of
 # runs made at different times.
@@ -74,7 +75,7 @@ class LearningRatePanel:
             seen = self.results.get(self.scale.value)
             self.results[self.scale.value] = table if seen is None else (
                 pd.concat([seen, table]).drop_duplicates(
-                    subset=[c for c in config_fields(self.experiment) + ROW_POSITION if c in table]))
+                    subset=run_columns(table) + [c for c in ROW_POSITION if c in table]))
             self.draw(table)
         finally:
             self.button.disabled = False

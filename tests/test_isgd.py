@@ -7,7 +7,6 @@ autograd, minimisers from scipy, so the checks do not reuse the derivations unde
 
 import math
 
-import numpy as np
 import pytest
 import scipy.optimize
 import torch

@@ -7,7 +7,6 @@ of its two scales: ``reduced`` (CPU, offline, seconds; what the book executes) a
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import json
@@ -89,10 +88,6 @@ def load_results(name: str, scale: str = "full", results_dir: str | Path | None 
     table = pd.read_csv(folder / "results.csv")
     table.attrs["config_fields"] = provenance.get("config_fields", [])
     return table, provenance
-
-
-def config_fields(experiment: Experiment) -> list[str]:
-    return [f.name for f in dataclasses.fields(type(experiment.grid("reduced")[0]))]
 
 
 from . import ch01_isgd  # noqa: E402,F401  (registers the chapter's experiments)
