@@ -27,7 +27,6 @@ import os
 import pickle
 import random
 import tarfile
-import tempfile
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .files import atomic_file
 
 # --- the dataset record -----------------------------------------------------------------------
 
@@ -457,20 +458,6 @@ def _is_intact(path: Path, checksum: str) -> bool:
     return path.is_file() and _digest(path, algorithm) == expected
 
 
-@contextmanager
-def _atomic_write(destination: Path):
-    """A binary file that replaces ``destination`` only if the block completes."""
-    handle, partial = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.",
-                                       suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            yield file
-        os.replace(partial, destination)
-    except BaseException:
-        os.unlink(partial)
-        raise
-
-
 def _download(url: str, destination: Path, checksum: str) -> None:
     """Fetch ``url`` into ``destination``, atomically, only if it hashes to ``checksum``.
 
@@ -480,7 +467,7 @@ def _download(url: str, destination: Path, checksum: str) -> None:
     algorithm, _, expected = checksum.partition(":")
     hasher = hashlib.new(algorithm, usedforsecurity=False)
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
-            _atomic_write(destination) as file:
+            atomic_file(destination, "wb") as file:
         size = response.headers.get("Content-Length")
         with tqdm(total=int(size) if size else None, unit="B", unit_scale=True,
                   desc=destination.name) as progress:
@@ -548,6 +535,6 @@ def _extract_batches(tarball: Path, directory: Path) -> None:
             name = Path(member.name).name
             if member.isfile() and name in CIFAR10_BATCHES:
                 with archive.extractfile(member) as source, \
-                        _atomic_write(directory / name) as target:
+                        atomic_file(directory / name, "wb") as target:
                     while chunk := source.read(1 << 20):
                         target.write(chunk)

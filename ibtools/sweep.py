@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -23,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import __version__
+from .files import write_atomic
 
 
 def grid(config_type: type, **axes: Any) -> list:
@@ -51,23 +51,6 @@ def _canonical(obj) -> str:
 
 def _checksum(rows: list[dict]) -> str:
     return hashlib.sha256(_canonical(rows).encode()).hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are private (0600) and os.replace would keep that mode;
-    # a unique name opened with "x" gets the permissions of any new file (the umask's).
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class ResultsCache:

@@ -26,7 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ibtools.sweep
-from ibtools.sweep import ResultsCache, default_cache_dir, grid, sweep, write_atomic
+from ibtools.files import write_atomic
+from ibtools.sweep import ResultsCache, default_cache_dir, grid, sweep
 from ibtools.train import train
 
 

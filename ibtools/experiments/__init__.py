@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..files import write_atomic
 from ..sweep import ResultsCache, sweep
 
 SCALES = ("reduced", "full")
@@ -69,8 +70,6 @@ def get(name: str) -> Experiment:
 
 def save_results(table: pd.DataFrame, out_dir: Path, provenance: dict) -> Path:
     """Write a sweep's table and its provenance where :func:`load_results` finds them."""
-    from ..sweep import write_atomic
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "results.csv", table.to_csv(index=False))
     write_atomic(out_dir / "provenance.json", json.dumps(provenance, indent=2, sort_keys=True))
