@@ -78,16 +78,21 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    path = BENCHMARKS_DIR / f"{args.name}.py"
+def load_benchmark(name: str):
+    """The module ``benchmarks/NAME.py`` of the repository checkout."""
+    path = BENCHMARKS_DIR / f"{name}.py"
     if not path.exists():
         known = sorted(p.stem for p in BENCHMARKS_DIR.glob("*.py") if not p.stem.startswith("_"))
-        raise SystemExit(f"no benchmark {args.name!r} in {BENCHMARKS_DIR}; known: {', '.join(known) or 'none'} "
+        raise SystemExit(f"no benchmark {name!r} in {BENCHMARKS_DIR}; known: {', '.join(known) or 'none'} "
                          "(benchmarks live in the repository checkout, not in an installed wheel)")
-    spec = importlib.util.spec_from_file_location(f"benchmarks.{args.name}", path)
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(device=resolve_device(args.device))
+    return module
+
+
+def cmd_bench(args) -> int:
+    load_benchmark(args.name).main(device=resolve_device(args.device))
     return 0
 
 

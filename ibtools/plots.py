@@ -182,6 +182,42 @@ def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "train_loss", f
     return fig
 
 
+def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, series: str, title: str = "",
+                  slider_label: str | None = None, x_title: str | None = None, y_title: str | None = None,
+                  logx: bool = False, logy: bool = False, modes: dict[str, str] | None = None,
+                  start: float | None = None) -> go.Figure:
+    """A kernel-free figure of curves that change with one parameter: one trace per value of
+    ``series``, drawn from the rows whose ``slider`` column equals the slider's value.
+
+    ``modes`` maps a series to a plotly mode ("lines", "markers", "lines+markers", ...);
+    ``start`` picks the slider value shown first (default: the first)."""
+    values = sorted(table[slider].unique())
+    names = list(dict.fromkeys(table[series]))
+    first = values[0] if start is None else values[int(np.argmin(np.abs(np.asarray(values) - start)))]
+    modes = modes or {}
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        rows = table[(table[slider] == first) & (table[series] == name)]
+        fig.add_trace(go.Scatter(x=rows[x], y=rows[y], name=label(name), mode=modes.get(name, "lines"),
+                                 line=dict(color=color(name, i)), marker=dict(size=11, color=color(name, i))))
+    steps = []
+    for value in values:
+        xs, ys = [], []
+        for name in names:
+            rows = table[(table[slider] == value) & (table[series] == name)]
+            xs.append(rows[x].tolist())
+            ys.append(rows[y].tolist())
+        steps.append(dict(method="restyle", label=f"{value:.3g}", args=[{"x": xs, "y": ys}]))
+    fig.update_layout(
+        title=title, template="plotly_white", height=470, margin=dict(t=60, b=130),
+        sliders=[dict(active=values.index(first), steps=steps, pad=dict(t=45),
+                      currentvalue=dict(prefix=f"{slider_label or slider} = "))],
+        legend=dict(orientation="h", yanchor="top", y=-0.5, x=0))
+    fig.update_xaxes(title_text=x_title or x, type="log" if logx else "linear")
+    fig.update_yaxes(title_text=y_title or y, type="log" if logy else "linear", exponentformat="power")
+    return fig
+
+
 class KernelFreeFigure:
     """Displays a plotly figure in the rendered book without a kernel or a network.
 

@@ -96,10 +96,22 @@ class LearningRatePanel:
         display(self.widget)
 
 
+BOOK_NOTE = ("*Live panel: open this chapter as a notebook (`jupyter lab book/` in a clone of the "
+             "repository) to drive it. The figure below replays a precomputed grid without a kernel.*")
+
+
+def explorer(draw, *, lr: float = 1.0, lr_range: tuple[float, float] = (1e-3, 1e3), **controls):
+    """Redraw ``draw(lr=..., **values)`` as the sliders move: a log-scale learning-rate slider
+    first, then one control per keyword (an ipywidgets widget, or anything ``interactive``
+    accepts, such as a ``(min, max, step)`` tuple or a list of options). For the formulas of a
+    chapter that need no training; in the rendered book, the pointer to the notebook."""
+    if os.environ.get("IBTOOLS_BOOK") == "1":
+        return Markdown(BOOK_NOTE)
+    return W.interactive(draw, lr=lr_slider(list(lr_range), lr), **controls)
+
+
 def panel(experiment: Experiment | str, **kwargs):
     """The chapter's live panel; in the rendered book (no kernel) a pointer to the notebook instead."""
     if os.environ.get("IBTOOLS_BOOK") == "1":
-        return Markdown("*Live panel: open this chapter as a notebook (`jupyter lab book/` in a clone of "
-                        "the repository) to run the experiment at any learning rate. The figure below "
-                        "replays the precomputed sweep without a kernel.*")
+        return Markdown(BOOK_NOTE)
     return LearningRatePanel(experiment, **kwargs)
