@@ -318,3 +318,33 @@ def test_summaries_keep_runs_apart_by_every_config_field():
     assert table.attrs["config_fields"] == ["width", "method", "lr", "seed"]
     stats = plots.summarize(table)
     assert stats.set_index("width")["mean"].to_dict() == {1: 2.0, 10: 11.0}
+
+
+def test_slider_figure_redraws_each_series_from_the_rows_of_the_chosen_value():
+    table = pd.DataFrame({
+        "k": [1, 1, 1, 2, 2, 2],
+        "series": ["curve", "curve", "point", "curve", "curve", "point"],
+        "x": [0.0, 1.0, 0.5, 0.0, 1.0, 0.25],
+        "y": [0.0, 1.0, 0.5, 0.0, 2.0, 0.5],
+    })
+    fig = plots.slider_figure(table, slider="k", x="x", y="y", series="series", start=2,
+                              modes={"point": "markers"})
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["1", "2"] and fig.layout.sliders[0].active == 1
+    assert steps[0].args[0]["y"] == [[0.0, 1.0], [0.5]] and steps[1].args[0]["y"] == [[0.0, 2.0], [0.5]]
+    assert list(fig.data[0].y) == [0.0, 2.0] and fig.data[1].mode == "markers"
+
+
+def test_explorer_is_a_pointer_in_the_book_and_interactive_in_a_notebook(monkeypatch):
+    drawn = []
+
+    def draw(lr, c):
+        drawn.append((lr, c))
+
+    panel = widgets.explorer(draw, lr=0.5, c=(-1.0, 1.0, 0.5))
+    assert panel.children[0].description.startswith("learning rate") and panel.children[0].value == 0.5
+    panel.children[1].value = 1.0
+    panel.update()
+    assert drawn[-1] == (0.5, 1.0)
+    monkeypatch.setenv("IBTOOLS_BOOK", "1")
+    assert "notebook" in widgets.explorer(draw)._repr_markdown_()
