@@ -1,0 +1,221 @@
+"""What implicit backpropagation (IB) costs over explicit backpropagation (EB) per training step.
+
+Fagan & Iyengar, section 4.5 and appendix E.1 (Table 4). One step is forward + backward +
+``torch.optim.SGD`` step on one mini-batch, on the paper's three architectures (appendix
+D.3): the MNIST classifier, the 784:500:300:100:30:100:300:500:784 relu autoencoder and the
+300-unit arctan RNN on 88-note sequences. EB is the same model in explicit mode. EB and IB
+run in one process on the same data, in alternating blocks of steps; the times are medians
+over blocks, the ratio the median of the ratios of neighbouring blocks (robust to the
+machine's speed drifting). "alpha alone" is what :func:`ibtools.ib.solve_alpha` takes on
+the step's shapes timed by itself (warm caches, so within a step it takes somewhat more):
+the part of IB's extra time that is eq. (8) rather than the layers around it.
+
+Beside the measured ratio: the paper's flop bound (2n + c_sigma m) / (3nm) per IB layer
+(n inputs, m outputs, c_relu = 10 and c_arctan = 100 flops per alpha, section 4.5),
+aggregated as total extra flops over total EB flops: sum_IB (2n + c m) / sum_IB 3nm over the
+IB layers' uses in a step ("IB layers", what the paper's formula bounds), and the same extra
+flops over the EB flops of the whole step, convolutions and read-out included ("whole
+step": 3 multiply-adds per weight use, a convolution's output size x kernel volume). Then
+the paper's own Table 4 bound and its measured PyTorch overhead.
+
+    python -m ibtools bench ib_overhead
+"""
+
+# No `from __future__ import annotations`: the CLI runs this file without registering it as a
+# module, and dataclasses then cannot resolve string annotations.
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ibtools.ib import solve_alpha
+from ibtools.ib_layers import IBElmanRNN, IBLinear, bind
+from ibtools.models import glorot_
+from ibtools.train import resolve_device
+
+FLOPS_PER_ALPHA = {"relu": 10, "arctan": 100}  # c_sigma, section 4.5
+LR = 0.01
+
+
+@dataclass
+class Architecture:
+    name: str
+    make_model: Callable[[str], nn.Module]  # mode -> model
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    loss: Callable
+    ib_layers: list  # (n, m, activation, alpha shape): one per IB layer
+    eb_macs: int  # multiply-adds of every weight use in one forward pass, IB layers included
+    paper_bound: str  # Table 4
+    paper_measured: str
+
+    def flop_bounds(self) -> tuple[float, float]:
+        """Extra flops over EB flops: of the IB layers, and of the whole step."""
+        extra = ib_eb = 0
+        for n, m, activation, shape in self.ib_layers:
+            uses = math.prod(shape[:-1])  # examples x time steps
+            extra += (2 * n + FLOPS_PER_ALPHA[activation] * m) * uses
+            ib_eb += 3 * n * m * uses
+        return extra / ib_eb, extra / (3 * self.eb_macs)
+
+
+def mnist_classifier(mode: str) -> nn.Module:
+    """Appendix D.3: PyTorch's MNIST example with IB arctan 320 -> 50 and IB relu 50 -> 10."""
+    return glorot_(nn.Sequential(
+        nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(10, 20, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        IBLinear(320, 50, "arctan", mode), nn.Dropout(0.5), IBLinear(50, 10, "relu", mode)))
+
+
+AUTOENCODER = [784, 500, 300, 100, 30, 100, 300, 500, 784]
+
+
+def autoencoder(mode: str) -> nn.Module:
+    return nn.Sequential(*[IBLinear(n, m, "relu", mode) for n, m in zip(AUTOENCODER[:-1], AUTOENCODER[1:])])
+
+
+class MusicRNN(nn.Module):
+    """Appendix D.3-D.4: a 300-unit arctan RNN; a sigmoid read-out (logits here) predicts the
+    next chord's 88 notes from each h_t."""
+
+    def __init__(self, mode: str, notes: int = 88, hidden: int = 300):
+        super().__init__()
+        self.rnn = IBElmanRNN(notes, hidden, "arctan", mode)
+        self.readout = glorot_(nn.Linear(hidden, notes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.rnn(x))
+
+
+class UnrolledMusicRNN(MusicRNN):
+    """The same RNN written as a loop for autograd, the way one writes it without a fused
+    back-propagation through time: a reference for our EB."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rnn = self.rnn
+        h, hidden = x.new_zeros(x.shape[1], rnn.hidden_size), []
+        for x_t in x:
+            h = torch.atan(F.linear(x_t, rnn.weight_ih, rnn.bias) + F.linear(h, rnn.weight_hh))
+            hidden.append(h)
+        return self.readout(torch.stack(hidden))
+
+
+def next_chord_loss(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits[:-1], x[1:])
+
+
+def architectures(device: torch.device) -> list[Architecture]:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(100, 1, 28, 28, generator=gen).to(device)
+    labels = torch.randint(0, 10, (100,), generator=gen).to(device)
+    digits = torch.rand(100, 784, generator=gen).to(device)
+    chords = (torch.rand(60, 1, 88, generator=gen) < 0.05).float().to(device)
+    conv_macs = 24 * 24 * 10 * 25 * 1 + 8 * 8 * 20 * 25 * 10
+    ae_layers = [(n, m, "relu", (100, m)) for n, m in zip(AUTOENCODER[:-1], AUTOENCODER[1:])]
+    return [
+        Architecture("MNIST classifier, batch 100", mnist_classifier, images, labels, F.cross_entropy,
+                     [(320, 50, "arctan", (100, 50)), (50, 10, "relu", (100, 10))],
+                     100 * (conv_macs + 320 * 50 + 50 * 10), "6.27%", "+16.82%"),
+        Architecture("MNIST autoencoder, batch 100", autoencoder, digits, digits, F.mse_loss, ae_layers,
+                     100 * sum(n * m for n, m in zip(AUTOENCODER[:-1], AUTOENCODER[1:])), "0.60%", "+99.68%"),
+        Architecture("RNN 300 arctan, T = 60, batch 1", MusicRNN, chords, chords, next_chord_loss,
+                     [(300 + 88, 300, "arctan", (60, 1, 300))],
+                     60 * (300 + 88) * 300 + 60 * 300 * 88, "11.33%", "+152% to +216%"),
+    ]
+
+
+def training_step(model: nn.Module, arch: Architecture) -> Callable[[], None]:
+    optimizer = bind(model, torch.optim.SGD(model.parameters(), lr=LR))
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        arch.loss(model(arch.inputs), arch.targets).backward()
+        optimizer.step()
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_blocks(functions: dict, device: torch.device, blocks: int, number: int) -> dict:
+    """Seconds per call of each function, in blocks of ``number`` calls, the functions taking
+    turns block by block (their order alternating): {name: [seconds per call, one per block]}."""
+    for f in functions.values():
+        for _ in range(3):
+            f()
+    samples = {name: [] for name in functions}
+    order = list(functions)
+    for k in range(blocks):
+        for name in (order if k % 2 == 0 else order[::-1]):
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(number):
+                functions[name]()
+            sync(device)
+            samples[name].append((time.perf_counter() - start) / number)
+    return samples
+
+
+def alpha_time(arch: Architecture, device: torch.device) -> float:
+    """Seconds that solve_alpha takes for all the IB layers of one step (the values do not
+    change the cost: every branch of (8) is computed for every element)."""
+    gen = torch.Generator().manual_seed(1)
+    calls = []
+    for n, _, activation, shape in arch.ib_layers:
+        b, c = (torch.randn(shape, generator=gen).to(device) for _ in range(2))
+        z_sq = (n * torch.rand(*shape[:-1], 1, generator=gen)).to(device)
+        calls.append((activation, b, c, z_sq))
+
+    def solve_all():
+        for activation, b, c, z_sq in calls:
+            solve_alpha(activation, b, c, z_sq, LR)
+    return statistics.median(timed_blocks({"alpha": solve_all}, device, blocks=15, number=5)["alpha"])
+
+
+def measure(device: torch.device | None = None, quick: bool = False) -> pd.DataFrame:
+    """One row per architecture: EB and IB milliseconds per training step, their ratio (the
+    median of block-by-block ratios), solve_alpha's time alone, the section 4.5 flop bounds and
+    the paper's figures. ``quick`` takes fewer blocks (for a chapter; noisier)."""
+    device = device or resolve_device()
+    blocks = 12 if quick else 60
+    rows = []
+    for arch in architectures(device):
+        steps = {}
+        for mode in ("explicit", "implicit"):
+            torch.manual_seed(0)  # the same initial weights for EB and IB
+            steps[mode] = training_step(arch.make_model(mode).to(device), arch)
+        if arch.make_model is MusicRNN and not quick:
+            torch.manual_seed(0)
+            steps["unrolled"] = training_step(UnrolledMusicRNN("explicit").to(device), arch)
+        samples = timed_blocks(steps, device, blocks=blocks, number=4)
+        eb, ib = (statistics.median(samples[mode]) for mode in ("explicit", "implicit"))
+        layers_bound, step_bound = arch.flop_bounds()
+        rows.append({
+            "architecture": arch.name, "EB ms": eb * 1e3, "IB ms": ib * 1e3,
+            "IB/EB": statistics.median(i / e for i, e in zip(samples["implicit"], samples["explicit"])),
+            "alpha alone ms": alpha_time(arch, device) * 1e3,
+            "bound, IB layers": layers_bound, "bound, whole step": step_bound,
+            "paper bound": arch.paper_bound, "paper measured": arch.paper_measured,
+            "unrolled EB ms": statistics.median(samples["unrolled"]) * 1e3 if "unrolled" in samples else float("nan"),
+        })
+    return pd.DataFrame(rows)
+
+
+def main(device: torch.device) -> None:
+    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("one training step = forward + backward + SGD step; medians over alternating blocks of steps\n")
+    table = measure(device)
+    formats = {"EB ms": "{:.2f}", "IB ms": "{:.2f}", "IB/EB": "{:.3f}", "alpha alone ms": "{:.2f}",
+               "bound, IB layers": "{:.2%}", "bound, whole step": "{:.2%}", "unrolled EB ms": "{:.2f}"}
+    print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
+    print("\nunrolled EB: the RNN trained by autograd through an unrolled loop (no fused BPTT)")
+    print("bounds: (2n + c m) / (3 n m) with c_relu = 10, c_arctan = 100 flops (section 4.5), as total "
+          "extra flops over total EB flops, of the IB layers' uses and of the whole step")

@@ -1,0 +1,369 @@
+"""Implicit backpropagation (IB) as torch layers that train with ``torch.optim.SGD``.
+
+Fagan & Iyengar, *Robust Implicit Backpropagation*, sections 3-4. IB updates the parameters
+theta = (W, bias) of a layer sigma(W x + bias) by the proximal step (4) on the loss with the
+higher layers linearised; per unit j and example (z = (x, 1), b = dL/d output) that is
+
+    theta_j+ = theta_j / (1 + lr mu) - lr alpha_j z,    alpha_j from eq. (8)    (7)
+
+(:func:`ibtools.ib.ib_update`, :func:`ibtools.ib.solve_alpha`). A layer here does not step
+itself: its backward returns the *implicit gradient* of appendix D.6, eq. (21),
+
+    g = (theta_t - theta+) / lr,
+
+chosen so that ``torch.optim.SGD`` with the same ``lr`` and ``weight_decay=mu`` lands exactly
+on (7). SGD steps theta - lr (g + mu theta); solving for g per unit gives
+
+    g_j = alpha_j z^T - lr mu^2 / (1 + lr mu) theta_j,
+
+whose second term turns SGD's decay 1 - lr mu into IB's 1 / (1 + lr mu). (That exchange is
+exact in exact arithmetic; in floating point SGD's theta - lr (g + mu theta) cancels to
+theta / (1 + lr mu) with an error of about lr mu eps |theta|: 1e-3 relative in float32 at
+lr mu = 1e4. Beyond that, use float64, or mu = 0 as the paper does.) So IB layers sit in
+any model beside ordinary (explicit) layers, and everything that works on gradients works
+on them: ``clip_grad_norm_`` clips the implicit gradient as appendix D.6 prescribes, a
+learning-rate scheduler changes the IB step. With ``weight_decay > 0`` clipping acts on g,
+the gradient without the decay term, as it does for ordinary layers under torch's SGD.
+
+What a layer passes down to the layers below it is EB's back-propagated gradient
+(b * sigma'(W x + bias)) W: IB's approximation (b) linearises the higher layers, so a lower
+layer sees the ordinary gradient of the loss at theta_t.
+
+The learning rate and mu reach the layers through :func:`bind`, called once after the
+optimizer is made: every IB layer then reads ``lr`` and ``weight_decay`` from its param group
+at each backward. :func:`set_mode` switches a whole model between IB and EB.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ibtools.ib import activation_derivative, activation_fn, solve_alpha
+from ibtools.models import glorot_
+
+__all__ = ["MODES", "IBLinear", "IBElmanRNN", "bind", "set_mode"]
+
+MODES = ("implicit", "explicit")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use mode='implicit' (IB) or mode='explicit' (EB)")
+    return mode
+
+
+def _lr_and_mu(group: dict) -> tuple[float, float]:
+    return float(group["lr"]), float(group.get("weight_decay", 0.0))
+
+
+def _refuse_double_backward() -> None:
+    # Cheaper than torch.autograd.function.once_differentiable, which costs more per call
+    # than the rest of a small layer's backward.
+    if torch.is_grad_enabled():
+        raise RuntimeError("IB layers give no second derivatives (backward with create_graph=True); "
+                           "use set_mode(model, 'explicit') for those")
+
+
+def _decay_correction(lr: float, mu: float) -> float:
+    """lr mu^2 / (1 + lr mu): what the implicit gradient subtracts times theta so that SGD's
+    weight decay, theta (1 - lr mu), becomes IB's theta / (1 + lr mu)."""
+    return lr * mu * mu / (1 + lr * mu)
+
+
+def _squared_norm(x: torch.Tensor) -> torch.Tensor:
+    """||x||^2 over the last dimension, kept (the fastest of torch's reductions for it on CPU)."""
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+
+
+def _weight_gradient(alpha, inputs, weight, scale, decay):
+    """scale alpha^T inputs - decay weight, as one matmul (alpha (N, m), inputs (N, n))."""
+    return torch.addmm(weight, alpha.mT, inputs, beta=-decay, alpha=scale)
+
+
+def _bias_gradient(alpha, bias, scale, decay):
+    """scale sum_i alpha_i - decay bias (the bias's input is 1)."""
+    grad = alpha.sum(0).mul_(scale)
+    return grad.sub_(bias, alpha=decay) if decay else grad
+
+
+# --- binding layers to the optimizer's learning rate ---------------------------------------
+
+def bind(model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Let every IB layer in ``model`` read its learning rate and mu from ``optimizer``.
+
+    Call once, after making the optimizer; returns the optimizer, so
+    ``make_optimizer = lambda m: bind(m, torch.optim.SGD(m.parameters(), lr=0.1))`` works with
+    :func:`ibtools.train.train`. Each layer then reads ``group["lr"]`` and
+    ``group["weight_decay"]`` of the param group holding its weights at every backward, so a
+    scheduler's change reaches it with no further calls. (7) holds for ``torch.optim.SGD``
+    without momentum; other optimizers receive the implicit gradient (21) as their gradient.
+
+    The layer keeps the optimizer (weakly) and the position of its weight in it, rather than
+    the group dict, so ``optimizer.load_state_dict``, which replaces the dicts, keeps it bound.
+    """
+    locations = {id(p): (g, k) for g, group in enumerate(optimizer.param_groups)
+                 for k, p in enumerate(group["params"])}
+    for name, layer in model.named_modules():
+        if not isinstance(layer, _IBModule):
+            continue
+        found = {locations.get(id(p), (None, None))[0] for p in layer.parameters()}
+        if None in found:
+            raise ValueError(
+                f"IB layer {name or type(layer).__name__!r} has parameters the optimizer does not "
+                "update; make the optimizer from model.parameters() (after moving the model to "
+                "its device), then call bind(model, optimizer)")
+        if len(found) > 1:
+            raise ValueError(
+                f"IB layer {name or type(layer).__name__!r} has its parameters in {len(found)} param "
+                "groups; one IB step (7) moves them together with one learning rate and mu, so put "
+                "all of a layer's parameters (weights and bias) in the same group")
+        layer._ib_binding = (weakref.ref(optimizer), *locations[id(layer._weights()[0])])
+    return optimizer
+
+
+def _bound_group(layer: nn.Module) -> dict:
+    """The param group holding ``layer``'s weights, or an error that says how to bind it."""
+    name = type(layer).__name__
+    if layer._ib_binding is None:
+        raise RuntimeError(
+            f"{name} in implicit mode takes its learning rate and weight decay from the optimizer, "
+            "and is not bound to one: call ibtools.ib_layers.bind(model, optimizer) once after "
+            "creating the optimizer, or set_mode(model, 'explicit') for ordinary backpropagation")
+    optimizer_ref, g, k = layer._ib_binding
+    optimizer = optimizer_ref()
+    if optimizer is None:
+        raise RuntimeError(
+            f"the optimizer {name} was bound to no longer exists: keep a reference to the optimizer "
+            "you step, and call bind(model, optimizer) with it")
+    groups = optimizer.param_groups
+    if g >= len(groups) or k >= len(groups[g]["params"]) or groups[g]["params"][k] is not layer._weights()[0]:
+        raise RuntimeError(
+            f"the optimizer {name} was bound to does not step its weights (a copied model, or "
+            "changed param groups): call bind(model, optimizer) with the optimizer of this model")
+    return groups[g]
+
+
+def set_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Switch every IB layer in ``model`` to ``mode``: "implicit" (IB) or "explicit" (EB,
+    plain backpropagation through the same layers). Returns the model."""
+    mode = _check_mode(mode)
+    for layer in model.modules():
+        if isinstance(layer, _IBModule):
+            layer.mode = mode
+    return model
+
+
+class _IBModule(nn.Module):
+    """What IB layers share: the mode, and the binding to an optimizer (:func:`bind`)."""
+
+    _ib_binding = None
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self._mode = _check_mode(mode)
+
+    def _group_for_backward(self) -> dict | None:
+        """The param group an implicit backward reads, None when there will be no backward."""
+        if self._mode == "explicit" or not torch.is_grad_enabled():
+            return None
+        if not (self.bias.requires_grad or any(w.requires_grad for w in self._weights())):
+            return None
+        return _bound_group(self)
+
+
+# --- a fully connected layer -----------------------------------------------------------------
+
+class _IBLinearFunction(torch.autograd.Function):
+    """sigma(x W^T + bias) with IB's implicit gradient for W and bias, EB's for x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation, group):
+        c = F.linear(x, weight, bias)
+        ctx.save_for_backward(x, weight, bias, c)
+        ctx.activation, ctx.group = activation, group
+        return activation_fn(activation)(c)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        _refuse_double_backward()
+        x, weight, bias, c = ctx.saved_tensors
+        activation, batch = ctx.activation, x.shape[0]
+        lr, mu = _lr_and_mu(ctx.group)
+        needs_eb = ctx.needs_input_grad[0] or lr == 0
+        eb_alpha = grad_out * activation_derivative(activation)(c) if needs_eb else None
+        grad_x = eb_alpha @ weight if ctx.needs_input_grad[0] else None
+        if lr > 0:
+            z_sq = _squared_norm(x).add_(1)  # ||(x, 1)||^2 per example
+            alpha, scale = solve_alpha(activation, grad_out * batch, c, z_sq, lr, mu), 1 / batch
+        else:  # IB's limit as lr -> 0 is EB
+            alpha, scale = eb_alpha, 1.0
+        decay = _decay_correction(lr, mu)
+        return (grad_x, _weight_gradient(alpha, x, weight, scale, decay),
+                _bias_gradient(alpha, bias, scale, decay), None, None)
+
+
+class IBLinear(nn.Linear, _IBModule):
+    """A fully connected layer fused with its element-wise activation: sigma(x W^T + bias).
+
+    Weights Glorot-uniform, bias zero (appendix D.4). ``activation`` is any activation
+    :func:`ibtools.ib.solve_alpha` solves (8) for: "identity", "relu", "arctan",
+    "hardtanh", "smoothstep" or a piecewise cubic.
+
+    ``mode="explicit"``: plain autograd of ``activation_fn(activation)(F.linear(x, W, bias))``,
+    i.e. EB. ``mode="implicit"`` (IB; needs :func:`bind`): the gradient of W and bias is the
+    implicit gradient (21) of a mini-batch x of shape (B, in_features), assuming the loss is
+    the mean over the batch (dim 0). For each example i, b_i = B dL/d output_i is that
+    example's own gradient and alpha_i = solve_alpha(b_i, c_i, ||z_i||^2, lr, mu), with
+    c_i = W x_i + bias and z_i = (x_i, 1); the layer's gradient is
+
+        g = (1/B) sum_i alpha_i z_i^T - lr mu^2 / (1 + lr mu) theta,
+
+    the average of the B single-example implicit gradients, computed as the one matmul
+    alpha^T Z / B (the cost of EB's weight gradient). For B = 1, SGD's step with it is
+    exactly eq. (7); as lr -> 0 it tends to EB's gradient. The gradient passed down to x is
+    EB's.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation, mode: str = "implicit"):
+        activation_fn(activation)  # an activation IB cannot handle fails here, not at backward
+        super().__init__(in_features, out_features)
+        self.activation = activation
+        self.mode = mode
+
+    def reset_parameters(self) -> None:
+        glorot_(self)
+
+    def _weights(self) -> list[nn.Parameter]:
+        return [self.weight]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        group = self._group_for_backward()
+        if group is None:
+            return activation_fn(self.activation)(F.linear(x, self.weight, self.bias))
+        if x.dim() != 2:
+            raise ValueError(f"IBLinear in implicit mode takes a batch of shape (B, {self.in_features}), "
+                             f"got {tuple(x.shape)}; flatten the input first (nn.Flatten)")
+        return _IBLinearFunction.apply(x, self.weight, self.bias, self.activation, group)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation={self.activation!r}, mode={self.mode!r}"
+
+
+# --- a simple recurrent network ----------------------------------------------------------------
+
+class _ElmanFunction(torch.autograd.Function):
+    """The whole sequence h_t = sigma(W_h h_{t-1} + W_x x_t + bias), h_0 = 0, with back-propagation
+    through time by hand and the IB step of every (time step, example) at once."""
+
+    @staticmethod
+    def forward(ctx, x, weight_ih, weight_hh, bias, activation, group):
+        steps, batch, _ = x.shape
+        sigma = activation_fn(activation)
+        # The input part and bias of every pre-activation in one matmul; the loop adds W_h h_{t-1}.
+        c = torch.addmm(bias, x.reshape(steps * batch, -1), weight_ih.mT).view(steps, batch, -1)
+        hidden = [sigma(c[0])]
+        for t in range(1, steps):
+            hidden.append(sigma(c[t].addmm_(hidden[-1], weight_hh.mT)))
+        hidden = torch.stack(hidden)
+        ctx.save_for_backward(x, weight_ih, weight_hh, bias, c, hidden)
+        ctx.activation, ctx.group = activation, group
+        return hidden
+
+    @staticmethod
+    def backward(ctx, grad_hidden):
+        _refuse_double_backward()
+        x, weight_ih, weight_hh, bias, c, hidden = ctx.saved_tensors
+        steps, batch, m = c.shape
+        # b_t = dL/dh_t: from above, plus from step t + 1 through sigma'(c_{t+1}) and W_h.
+        slope = activation_derivative(ctx.activation)(c)
+        b = torch.empty_like(c)
+        delta = torch.empty_like(c)  # dL/dc_t = b_t sigma'(c_t), EB's alpha
+        b[-1] = grad_hidden[-1]
+        torch.mul(b[-1], slope[-1], out=delta[-1])
+        for t in range(steps - 2, -1, -1):
+            torch.addmm(grad_hidden[t], delta[t + 1], weight_hh, out=b[t])
+            torch.mul(b[t], slope[t], out=delta[t])
+        group, scale, decay = ctx.group, 1.0, 0.0
+        lr, mu = _lr_and_mu(group) if group is not None else (0.0, 0.0)
+        if lr > 0:
+            # ||z_t||^2 = ||h_{t-1}||^2 + ||x_t||^2 + 1 for every (t, example) at once.
+            z_sq = _squared_norm(x).add_(1)
+            z_sq[1:] += _squared_norm(hidden[:-1])
+            alpha = solve_alpha(ctx.activation, b.mul_(batch), c, z_sq, lr, mu)
+            scale, decay = 1 / batch, _decay_correction(lr, mu)
+        else:
+            alpha = delta
+        flat = alpha.view(steps * batch, m)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (delta.view(steps * batch, m) @ weight_ih).view_as(x)
+        grad_ih = _weight_gradient(flat, x.reshape(steps * batch, -1), weight_ih, scale, decay)
+        grad_hh = _weight_gradient(flat[batch:], hidden[:-1].reshape(-1, m), weight_hh, scale, decay)
+        return grad_x, grad_ih, grad_hh, _bias_gradient(flat, bias, scale, decay), None, None
+
+
+class IBElmanRNN(_IBModule):
+    """A simple (Elman) recurrent layer, h_t = sigma(W_h h_{t-1} + W_x x_t + bias), h_0 = 0:
+    the paper's music model (appendix D.3: arctan, 300 hidden units). Input (T, B, input_size),
+    output every h_t, (T, B, hidden_size). Weights Glorot-uniform per matrix, bias zero.
+
+    The whole sequence is one autograd Function: W_h, W_x and bias are shared by every time
+    step, so a Function per step would make T small solves, T weight-gradient matmuls and T
+    Python backward calls; here the forward runs the recurrence and the backward
+    back-propagates through time by hand, b_t = dL/dh_t (from above, plus
+    W_h^T (sigma'(c_{t+1}) b_{t+1}) from step t + 1), then solves eq. (8) for every
+    (time step, example) in one vectorised :func:`ibtools.ib.solve_alpha` over
+    (T, B, hidden_size), with c_t the pre-activation and z_t = (h_{t-1}, x_t, 1).
+
+    ``mode="implicit"`` (needs :func:`bind`): each time step's contribution is the IB update
+    (7) of that step's linear map theta z_t given the BPTT gradient b_t at that step (per
+    example, b = B times the batch-mean loss's gradient); these implicit gradients are
+    summed over time and averaged over the batch (dim 1):
+
+        g = (1/B) sum_i sum_t alpha_{t,i} z_{t,i}^T - lr mu^2 / (1 + lr mu) theta,
+
+    one matmul alpha^T Z over all (t, i) per weight matrix, as EB's weight gradients are. The
+    decay correction enters once, so SGD with ``weight_decay=mu`` shrinks theta by
+    1 / (1 + lr mu) once per step. For T = B = 1 this is eq. (7).
+
+    ``mode="explicit"``: the same recurrence with alpha = sigma'(c_t) b_t, EB's gradient, equal
+    to autograd through the unrolled loop up to rounding. The gradient passed down to x is EB's.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, activation="arctan", mode: str = "implicit"):
+        super().__init__()
+        activation_fn(activation)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.activation = activation
+        self.mode = mode
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.weight_ih)
+        nn.init.xavier_uniform_(self.weight_hh)
+        nn.init.zeros_(self.bias)
+
+    def _weights(self) -> list[nn.Parameter]:
+        return [self.weight_ih, self.weight_hh]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.input_size or x.shape[0] == 0:
+            raise ValueError(f"IBElmanRNN takes a sequence of shape (T >= 1, B, {self.input_size}), "
+                             f"got {tuple(x.shape)}")
+        group = self._group_for_backward()
+        return _ElmanFunction.apply(x, self.weight_ih, self.weight_hh, self.bias, self.activation, group)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, activation={self.activation!r}, "
+                f"mode={self.mode!r}")
