@@ -19,14 +19,14 @@ from plotly.subplots import make_subplots
 from .sweep import run_columns
 
 METHOD_COLORS = {"esgd": "#d62728", "eb": "#d62728", "isgd": "#1f77b4", "ib": "#1f77b4",
-                 "exact-isgd": "#2ca02c"}
+                 "exact-isgd": "#2ca02c", "start": "#000000"}
 METHOD_LABELS = {"esgd": "ESGD (explicit)", "isgd": "ISGD (implicit)", "exact-isgd": "exact ISGD (inner GD)",
                  "eb": "EB (explicit)", "ib": "IB (implicit)"}
 PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def color(method: str, i: int = 0) -> str:
-    return METHOD_COLORS.get(method, PALETTE[i % len(PALETTE)])
+    return METHOD_COLORS.get(str(method).lower(), PALETTE[i % len(PALETTE)])
 
 
 def label(method: str) -> str:
@@ -185,21 +185,23 @@ def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "train_loss", f
 def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, series: str, title: str = "",
                   slider_label: str | None = None, x_title: str | None = None, y_title: str | None = None,
                   logx: bool = False, logy: bool = False, modes: dict[str, str] | None = None,
-                  start: float | None = None) -> go.Figure:
+                  markers: dict[str, dict] | None = None, start: float | None = None) -> go.Figure:
     """A kernel-free figure of curves that change with one parameter: one trace per value of
     ``series``, drawn from the rows whose ``slider`` column equals the slider's value.
 
-    ``modes`` maps a series to a plotly mode ("lines", "markers", "lines+markers", ...);
+    ``modes`` maps a series to a plotly mode ("lines", "markers", "lines+markers", ...) and
+    ``markers`` to extra marker settings (e.g. ``{"symbol": "circle-open", "size": 16}``);
     ``start`` picks the slider value shown first (default: the first)."""
     values = sorted(table[slider].unique())
     names = list(dict.fromkeys(table[series]))
     first = values[0] if start is None else values[int(np.argmin(np.abs(np.asarray(values) - start)))]
-    modes = modes or {}
+    modes, markers = modes or {}, markers or {}
     fig = go.Figure()
     for i, name in enumerate(names):
         rows = table[(table[slider] == first) & (table[series] == name)]
+        marker = dict(size=11, color=color(name, i)) | markers.get(name, {})
         fig.add_trace(go.Scatter(x=rows[x], y=rows[y], name=label(name), mode=modes.get(name, "lines"),
-                                 line=dict(color=color(name, i)), marker=dict(size=11, color=color(name, i))))
+                                 line=dict(color=color(name, i)), marker=marker))
     steps = []
     for value in values:
         xs, ys = [], []
