@@ -37,6 +37,7 @@ __all__ = [
     "ACTIVATIONS",
     "activation_fn",
     "activation_derivative",
+    "explicit_alpha",
     "solve_alpha",
     "ib_update",
 ]
@@ -201,21 +202,37 @@ def activation_derivative(activation: Activation) -> Callable[[torch.Tensor], to
     return activation.derivative if isinstance(activation, PiecewiseCubic) else _SLOPES[activation]
 
 
+def explicit_alpha(activation: Activation, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """EB's alpha, sigma'(c) b: what (7) uses in place of (8)'s minimiser in explicit
+    backpropagation, in as few passes over the elements as the activation allows."""
+    activation = _resolve(activation)
+    if isinstance(activation, PiecewiseCubic):
+        return b * activation.derivative(c)
+    if activation == "relu":  # autograd's own relu backward: b where c > 0, else 0
+        return torch.ops.aten.threshold_backward(b, c, 0)
+    if activation == "arctan":
+        return b / (c * c).add_(1)
+    return b
+
+
 # --- 3. the one-dimensional problem (8) -----------------------------------------------------------
 #
-# Each solver below takes (b, c0, reach, shrink), broadcast to one shape, with
-#     shrink = 1 + lr mu,   c0 = c / shrink,   reach = lr ||z||^2,
+# The closed-form solvers below take (b, c, reach, shrink), tensors that broadcast (shrink may be
+# a number; 1 when mu = 0, and then they skip dividing by it), with
+#     shrink = 1 + lr mu,   reach = lr ||z||^2,   and they use c0 = c / shrink,
 # so that (8) reads  min_a  b sigma(c0 - reach a) + shrink reach a^2 / 2:  c0 is where the
 # pre-activation starts (after weight decay) and reach is how far one unit of alpha moves it.
 # Wherever sigma is differentiable at the new pre-activation u = c0 - reach alpha, (8) is
 # stationary when shrink alpha = b sigma'(u); the solvers return alpha in that form where they
 # can, which needs no division by reach (zero when z = 0) and loses no digits when reach is tiny.
 
-def _identity_alpha(b, c0, reach, shrink):
-    return b / shrink
+def _identity_alpha(b, c, reach, shrink):
+    # The other solvers' results take the shape of all their inputs by broadcasting; this one's does not.
+    alpha = b / shrink
+    return alpha.expand(torch.broadcast_shapes(alpha.shape, c.shape, reach.shape)).clone()
 
 
-def _relu_alpha(b, c0, reach, shrink):
+def _relu_alpha(b, c, reach, shrink):
     """Table 1. For b > 0, (8) is convex and alpha is EB's b / shrink clipped so that the
     pre-activation stops at the hinge: clamp(c0 / reach, 0, b / shrink), i.e. 0 when c <= 0,
     c0 / reach when 0 < c <= lr ||z||^2 b and b / shrink beyond. For b < 0 the minimiser is b / shrink
@@ -224,18 +241,24 @@ def _relu_alpha(b, c0, reach, shrink):
     c0 / reach with b / shrink is comparing c with lr ||z||^2 b: the table's conditions rightly use
     theta^T z, not theta^T z / (1 + lr mu). (The text around the table says "sign(b) = +1" for
     both columns; the two-case column is b < 0.) b = 0 gives 0."""
-    # Written with arithmetic only: on a CPU, torch.where and boolean masks cost several times a
-    # multiplication here, and this runs over every unit of every example in each backward.
-    # For b > 0, min(max(c0 / reach, 0), b / shrink) is the clipped step and the factor
-    # [c0 > 0] zeroes it on the flat side; for b < 0 the min is b / shrink and the factor is
-    # [c0 > reach b / (2 shrink)]; for b = 0 everything is 0. At reach = 0 (z = 0), c0 / reach
-    # is +-inf (the hinge is out of reach) or 0 / 0, which nan_to_num makes 0, relu'(0) b.
-    full_step = b / shrink
-    clipped = torch.minimum((c0 / reach).nan_to_num_(nan=0.0).clamp_(min=0), full_step)
-    return clipped.mul_((2 * c0 - reach * full_step.clamp(max=0)).sign_().clamp_(min=0))
+    # Both cases at once, in a few passes over the elements (this runs over every unit of every
+    # example in each backward, where each pass costs about as much as the arithmetic in it):
+    # min(max(c0 / reach, 0), b / shrink) is the clipped step for b > 0 and b / shrink for b < 0;
+    # it is kept where c - reach min(b, 0) / 2 > 0 (c > 0 for b > 0, the jump condition for
+    # b < 0; written with c and b, not c0 and b / shrink, so that a tie is exact) and zeroed
+    # elsewhere, by relu's own backward kernel. At reach = 0
+    # (z = 0), c0 / reach is +-inf (the hinge is out of reach: relu'(c0) b / shrink, the limit
+    # z -> 0) or, at c = 0, 0 / 0 = nan, which the kernel zeroes since there c - 0 = 0 <= 0.
+    if _is_one(shrink):
+        full_step, hinge = b, c / reach
+    else:
+        full_step, hinge = b / shrink, c / (reach * shrink)
+    clipped = torch.minimum(hinge.clamp_(min=0), full_step)
+    keep = torch.addcmul(c, reach, b.clamp(max=0), value=-0.5)
+    return torch.ops.aten.threshold_backward(clipped, keep, 0)
 
 
-def _arctan_alpha(b, c0, reach, shrink):
+def _arctan_alpha(b, c, reach, shrink):
     """Section 4.3: the stationary point of (8) closest to alpha = 0, in closed form.
 
     With d = reach alpha = c0 - u and beta = reach b / shrink, shrink alpha = b / (1 + u^2)
@@ -258,30 +281,57 @@ def _arctan_alpha(b, c0, reach, shrink):
     of c0. So alpha is within a few eps (relative), except near a double root, which itself
     moves by sqrt(eps); Newton steps gain nothing (checked against 60-digit roots).
     """
-    beta = reach * b / shrink
-    c0 = torch.where(beta < 0, -c0, c0)
-    beta = beta.abs()
-    cbrt_beta = beta.pow(1 / 3)
-    scale = torch.maximum(c0.abs(), cbrt_beta).clamp(min=1)
-    g, inv_scale_sq, constant = c0 / scale, scale.pow(-2), (cbrt_beta / scale).pow(3)
-    # The depressed cubic t^3 + p t + q in t = x - 2g/3.
-    p = inv_scale_sq - g * g / 3
-    q = (2 * g * g / 27 + 2 * inv_scale_sq / 3) * g - constant
-    discriminant = (q / 2).square() + (p / 3).pow(3)
+    # Written to take few passes over the elements (fused multiply-adds, in-place steps), since
+    # each pass costs about as much as its arithmetic here.
+    if _is_one(shrink):
+        beta, c0 = reach * b, c
+    else:
+        beta, c0 = reach * b / shrink, c / shrink
+    c0 = c0 * torch.ones((), dtype=beta.dtype, device=beta.device).copysign(beta)  # the mirror
+    beta = beta.abs_()
+    scale = torch.maximum(c0.abs(), _cube_root(beta)).clamp_(min=1)
+    g = c0 / scale
+    inv_scale_sq = scale.reciprocal().square_()
+    constant = (beta * inv_scale_sq).div_(scale)  # beta / S^3
+    # The depressed cubic t^3 + p t + q in t = x - 2g/3, with
+    # p = S^-2 - g^2 / 3 and q = (2/3) g (S^-2 + g^2 / 9) - beta / S^3; minus_q is -q.
+    g_sq = g * g
+    p = torch.addcmul(inv_scale_sq, g, g, value=-1 / 3)
+    minus_q = torch.addcmul(constant, g, g_sq.mul_(1 / 9).add_(inv_scale_sq), value=-2 / 3)
+    half = minus_q / 2
+    discriminant = torch.addcmul(half.square(), p.square(), p, value=1 / 27)  # (q/2)^2 + (p/3)^3
     # One real root (Cardano), in the form that adds terms of one sign: t = w - p / (3w).
-    # w = 0 only where p = q = 0, at the triple root t = 0.
-    w = torch.copysign((q.abs() / 2 + discriminant.clamp(min=0).sqrt()).pow(1 / 3), -q)
-    one_root = torch.where(w == 0, 0.0, w - p / (3 * w))
-    # Three real roots 2 r cos((phi + 2 pi k) / 3), cos(phi) = -q / (2 r^3); k = 1 is the
-    # smallest. r = 0 only at the triple root t = 0, where phi does not matter.
-    r = (-p / 3).clamp(min=0).sqrt()
-    cos_phi = torch.nan_to_num(-q / (2 * r.pow(3)), nan=1.0).clamp(-1, 1)
-    smallest_of_three = 2 * r * torch.cos((torch.acos(cos_phi) + 2 * math.pi) / 3)
-    # Below sqrt(3) the cubic is increasing: a discriminant <= 0 there is rounding, and the two
-    # extra "roots" it would give are those of a complex pair.
-    t = torch.where((discriminant > 0) | (c0 <= math.sqrt(3)), one_root, smallest_of_three)
-    u = scale * (g / 3 - t)  # the new pre-activation: S (g - x), x = t + 2g/3
-    return b / (shrink * (1 + u * u))
+    # w = 0 only where p = q = 0, at the triple root t = 0 (0 / 0 there, made 0).
+    w = _cube_root(discriminant.clamp(min=0).sqrt_().add_(half.abs_())).copysign_(minus_q)
+    t = torch.add(w, p / w, alpha=-1 / 3).nan_to_num_(nan=0.0)
+    # Three real roots where the discriminant is <= 0 on the flat top c0 > sqrt(3); below it the
+    # cubic is increasing, a discriminant <= 0 there is rounding, and the two extra "roots" it
+    # would give are those of a complex pair.
+    three = torch.maximum(discriminant, math.sqrt(3) - c0) <= 0
+    t = torch.where(three, _smallest_of_three(p, minus_q), t)
+    # u = S (g - x) = S (g / 3 - t), the new pre-activation; alpha = b / (shrink (1 + u^2)).
+    u = torch.sub(g, t, alpha=3).mul_(scale).square_().mul_(1 / 9).add_(1)
+    return b / u if _is_one(shrink) else b / u.mul_(shrink)
+
+
+def _cube_root(x: torch.Tensor) -> torch.Tensor:
+    """x^(1/3) for x >= 0, as exp(log(x) / 3): three vectorised passes, several times faster on
+    a CPU than torch.pow with a fractional exponent. 0 -> exp(-inf) = 0."""
+    return x.log().div_(3).exp_()
+
+
+def _smallest_of_three(p, minus_q):
+    """The smallest of the three real roots 2 r cos((phi + 2 pi k) / 3) of t^3 + p t + q (k = 1),
+    r = sqrt(-p / 3), cos(phi) = -q / (2 r^3). r = 0 only at the triple root t = 0, where phi
+    does not matter."""
+    r = (p / -3).clamp_(min=0).sqrt_()
+    cos_phi = torch.nan_to_num(minus_q / (2 * r.pow(3)), nan=1.0).clamp_(-1, 1)
+    return 2 * r * torch.cos((torch.acos(cos_phi) + 2 * math.pi) / 3)
+
+
+def _is_one(shrink) -> bool:
+    """Whether shrink = 1 + lr mu is the number 1 (mu = 0), so that dividing by it can be skipped."""
+    return not isinstance(shrink, torch.Tensor) and shrink == 1
 
 
 def _piecewise_alpha(activation: PiecewiseCubic, b, c0, reach, shrink):
@@ -359,17 +409,24 @@ def solve_alpha(activation: Activation, b, c, z_sq, lr, mu=0.0) -> torch.Tensor:
     """
     activation = _resolve(activation)
     b, c, z_sq = _floating_tensors(b, c, z_sq)
-    lr = torch.as_tensor(lr, dtype=b.dtype, device=b.device)
-    mu = torch.as_tensor(mu, dtype=b.dtype, device=b.device)
-    shrink = 1 + lr * mu
-    b, c0, reach, shrink = torch.broadcast_tensors(b, c / shrink, lr * z_sq, shrink)
+    if isinstance(lr, torch.Tensor) or isinstance(mu, torch.Tensor):
+        lr = torch.as_tensor(lr, dtype=b.dtype, device=b.device)
+        mu = torch.as_tensor(mu, dtype=b.dtype, device=b.device)
+    shrink = 1 + lr * mu  # a number when lr and mu are numbers: no tensor ops on scalars
+    reach = lr * z_sq
     if isinstance(activation, PiecewiseCubic):
-        return _piecewise_alpha(activation, b, c0, reach, shrink)
-    return _ALPHA_SOLVERS[activation](b, c0, reach, shrink)
+        shrink = torch.as_tensor(shrink, dtype=b.dtype, device=b.device)
+        return _piecewise_alpha(activation, *torch.broadcast_tensors(b, c / shrink, reach, shrink))
+    return _ALPHA_SOLVERS[activation](b, c, reach, shrink)
 
 
 def _floating_tensors(*values) -> list[torch.Tensor]:
     """``values`` as tensors of one floating dtype (their promoted one) on the first one's device."""
+    first = values[0]
+    if (isinstance(first, torch.Tensor) and first.is_floating_point()
+            and all(isinstance(v, torch.Tensor) and v.dtype == first.dtype and v.device == first.device
+                    for v in values[1:])):
+        return list(values)  # the layers' case, without the conversions' cost
     tensors = [torch.as_tensor(value) for value in values]
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
     if not dtype.is_floating_point:

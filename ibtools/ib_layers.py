@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ibtools.ib import activation_derivative, activation_fn, solve_alpha
+from ibtools.ib import activation_derivative, activation_fn, explicit_alpha, solve_alpha
 from ibtools.models import glorot_
 
 __all__ = ["MODES", "IBLinear", "IBElmanRNN", "bind", "set_mode"]
@@ -79,14 +79,26 @@ def _squared_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
 
 
-def _weight_gradient(alpha, inputs, weight, scale, decay):
-    """scale alpha^T inputs - decay weight, as one matmul (alpha (N, m), inputs (N, n))."""
-    return torch.addmm(weight, alpha.mT, inputs, beta=-decay, alpha=scale)
+def _batch_z_sq(x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """B ||(x_i, 1)||^2 per example, over the last dimension of x.
+
+    What the layers pass to solve_alpha as z_sq, with b = grad_out, the gradient of the batch's
+    mean loss: example i's own gradient is B grad_out_i, and its implicit gradient over B (its
+    share of the batch's) is alpha(B grad_out_i, c_i, ||z_i||^2) / B = alpha(grad_out_i, c_i,
+    B ||z_i||^2), since alpha(k b, c, z_sq) = k alpha(b, c, k z_sq) (put alpha = k a in (8)).
+    This saves two passes over the (B, m) elements per layer."""
+    batch = x.shape[0] if batch is None else batch
+    return _squared_norm(x).add_(1).mul_(batch)
 
 
-def _bias_gradient(alpha, bias, scale, decay):
-    """scale sum_i alpha_i - decay bias (the bias's input is 1)."""
-    grad = alpha.sum(0).mul_(scale)
+def _weight_gradient(alpha, inputs, weight, decay):
+    """alpha^T inputs - decay weight, as one matmul (alpha (N, m), inputs (N, n))."""
+    return torch.addmm(weight, alpha.mT, inputs, beta=-decay)
+
+
+def _bias_gradient(alpha, bias, decay):
+    """sum_i alpha_i - decay bias (the bias's input is 1)."""
+    grad = alpha.sum(0)
     return grad.sub_(bias, alpha=decay) if decay else grad
 
 
@@ -195,19 +207,18 @@ class _IBLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         _refuse_double_backward()
         x, weight, bias, c = ctx.saved_tensors
-        activation, batch = ctx.activation, x.shape[0]
+        activation = ctx.activation
         lr, mu = _lr_and_mu(ctx.group)
-        needs_eb = ctx.needs_input_grad[0] or lr == 0
-        eb_alpha = grad_out * activation_derivative(activation)(c) if needs_eb else None
-        grad_x = eb_alpha @ weight if ctx.needs_input_grad[0] else None
-        if lr > 0:
-            z_sq = _squared_norm(x).add_(1)  # ||(x, 1)||^2 per example
-            alpha, scale = solve_alpha(activation, grad_out * batch, c, z_sq, lr, mu), 1 / batch
-        else:  # IB's limit as lr -> 0 is EB
-            alpha, scale = eb_alpha, 1.0
+        alpha = grad_x = None
+        if ctx.needs_input_grad[0] or lr == 0:
+            alpha = explicit_alpha(activation, grad_out, c)
+            if ctx.needs_input_grad[0]:
+                grad_x = alpha @ weight
+        if lr > 0:  # else IB's limit as lr -> 0, EB
+            alpha = solve_alpha(activation, grad_out, c, _batch_z_sq(x), lr, mu)
         decay = _decay_correction(lr, mu)
-        return (grad_x, _weight_gradient(alpha, x, weight, scale, decay),
-                _bias_gradient(alpha, bias, scale, decay), None, None)
+        return (grad_x, _weight_gradient(alpha, x, weight, decay),
+                _bias_gradient(alpha, bias, decay), None, None)
 
 
 class IBLinear(nn.Linear, _IBModule):
@@ -291,23 +302,24 @@ class _ElmanFunction(torch.autograd.Function):
         for t in range(steps - 2, -1, -1):
             torch.addmm(grad_hidden[t], delta[t + 1], weight_hh, out=b[t])
             torch.mul(b[t], slope[t], out=delta[t])
-        group, scale, decay = ctx.group, 1.0, 0.0
+        group, decay = ctx.group, 0.0
         lr, mu = _lr_and_mu(group) if group is not None else (0.0, 0.0)
         if lr > 0:
-            # ||z_t||^2 = ||h_{t-1}||^2 + ||x_t||^2 + 1 for every (t, example) at once.
-            z_sq = _squared_norm(x).add_(1)
-            z_sq[1:] += _squared_norm(hidden[:-1])
-            alpha = solve_alpha(ctx.activation, b.mul_(batch), c, z_sq, lr, mu)
-            scale, decay = 1 / batch, _decay_correction(lr, mu)
+            # B ||z_t||^2 = B (||h_{t-1}||^2 + ||x_t||^2 + 1) for every (t, example) at once
+            # (B as in IBLinear: b is the gradient of the batch-mean loss).
+            z_sq = _batch_z_sq(x, batch)
+            z_sq[1:] += _squared_norm(hidden[:-1]).mul_(batch)
+            alpha = solve_alpha(ctx.activation, b, c, z_sq, lr, mu)
+            decay = _decay_correction(lr, mu)
         else:
             alpha = delta
         flat = alpha.view(steps * batch, m)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = (delta.view(steps * batch, m) @ weight_ih).view_as(x)
-        grad_ih = _weight_gradient(flat, x.reshape(steps * batch, -1), weight_ih, scale, decay)
-        grad_hh = _weight_gradient(flat[batch:], hidden[:-1].reshape(-1, m), weight_hh, scale, decay)
-        return grad_x, grad_ih, grad_hh, _bias_gradient(flat, bias, scale, decay), None, None
+        grad_ih = _weight_gradient(flat, x.reshape(steps * batch, -1), weight_ih, decay)
+        grad_hh = _weight_gradient(flat[batch:], hidden[:-1].reshape(-1, m), weight_hh, decay)
+        return grad_x, grad_ih, grad_hh, _bias_gradient(flat, bias, decay), None, None
 
 
 class IBElmanRNN(_IBModule):

@@ -185,39 +185,86 @@ def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "train_loss", f
 def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, series: str, title: str = "",
                   slider_label: str | None = None, x_title: str | None = None, y_title: str | None = None,
                   logx: bool = False, logy: bool = False, modes: dict[str, str] | None = None,
-                  markers: dict[str, dict] | None = None, start: float | None = None) -> go.Figure:
-    """A kernel-free figure of curves that change with one parameter: one trace per value of
-    ``series``, drawn from the rows whose ``slider`` column equals the slider's value.
+                  markers: dict[str, dict] | None = None, start: float | None = None,
+                  second: str | None = None, second_label: str | None = None,
+                  second_start: float | None = None) -> go.Figure:
+    """A kernel-free figure of curves that change with one or two parameters: one trace per
+    value of ``series``, drawn from the rows whose ``slider`` column (and ``second`` column, if
+    given) equal the sliders' values.
 
     ``modes`` maps a series to a plotly mode ("lines", "markers", "lines+markers", ...) and
     ``markers`` to extra marker settings (e.g. ``{"symbol": "circle-open", "size": 16}``);
-    ``start`` picks the slider value shown first (default: the first)."""
+    ``start`` and ``second_start`` pick the values shown first (default: the first).
+
+    With ``second``, the figure holds one set of traces per value of ``second``, one set shown
+    at a time: the first slider redraws every set, the second shows the set of its value, so the
+    two sliders act independently in the browser with no script. A series whose rows are the
+    same for every value of both sliders (a fixed curve) is drawn once and never redrawn."""
     values = sorted(table[slider].unique())
+    seconds = sorted(table[second].unique()) if second else [None]
     names = list(dict.fromkeys(table[series]))
-    first = values[0] if start is None else values[int(np.argmin(np.abs(np.asarray(values) - start)))]
+    first = _nearest(values, start)
+    first_second = _nearest(seconds, second_start) if second else None
     modes, markers = modes or {}, markers or {}
+
+    def rows(name, value, value2):
+        chosen = (table[slider] == value) & (table[series] == name)
+        if second:
+            chosen &= table[second] == value2
+        return table[chosen]
+
+    def fixed(name):
+        reference = rows(name, values[0], seconds[0])[[x, y]].to_numpy()
+        return all(np.array_equal(rows(name, v, v2)[[x, y]].to_numpy(), reference)
+                   for v in values for v2 in seconds)
+
+    static = [name for name in names if fixed(name)]
+    dynamic = [name for name in names if name not in static]
     fig = go.Figure()
-    for i, name in enumerate(names):
-        rows = table[(table[slider] == first) & (table[series] == name)]
+
+    def add(name, i, value, value2, visible, showlegend):
+        r = rows(name, value, value2)
         marker = dict(size=11, color=color(name, i)) | markers.get(name, {})
-        fig.add_trace(go.Scatter(x=rows[x], y=rows[y], name=label(name), mode=modes.get(name, "lines"),
-                                 line=dict(color=color(name, i)), marker=marker))
+        fig.add_trace(go.Scatter(x=r[x], y=r[y], name=label(name), mode=modes.get(name, "lines"),
+                                 line=dict(color=color(name, i)), marker=marker, visible=visible,
+                                 legendgroup=str(name), showlegend=showlegend))
+
+    for name in static:
+        add(name, names.index(name), values[0], seconds[0], True, True)
+    redrawn = []  # indices of the traces the first slider redraws, set by set
+    for value2 in seconds:
+        for name in dynamic:
+            redrawn.append(len(fig.data))
+            add(name, names.index(name), first, value2, value2 == first_second, True)
     steps = []
     for value in values:
         xs, ys = [], []
-        for name in names:
-            rows = table[(table[slider] == value) & (table[series] == name)]
-            xs.append(rows[x].tolist())
-            ys.append(rows[y].tolist())
-        steps.append(dict(method="restyle", label=f"{value:.3g}", args=[{"x": xs, "y": ys}]))
+        for value2 in seconds:
+            for name in dynamic:
+                r = rows(name, value, value2)
+                xs.append(r[x].tolist())
+                ys.append(r[y].tolist())
+        steps.append(dict(method="restyle", label=f"{value:.3g}", args=[{"x": xs, "y": ys}, redrawn]))
+    sliders = [dict(active=values.index(first), steps=steps, pad=dict(t=45),
+                    currentvalue=dict(prefix=f"{slider_label or slider} = "))]
+    if second:
+        shown = [[s == value2 for s in seconds for _ in dynamic] for value2 in seconds]
+        sliders.append(dict(active=seconds.index(first_second), pad=dict(t=125),
+                            currentvalue=dict(prefix=f"{second_label or second} = "),
+                            steps=[dict(method="restyle", label=f"{value2:.3g}", args=[{"visible": visible}, redrawn])
+                                   for value2, visible in zip(seconds, shown)]))
     fig.update_layout(
-        title=title, template="plotly_white", height=470, margin=dict(t=60, b=130),
-        sliders=[dict(active=values.index(first), steps=steps, pad=dict(t=45),
-                      currentvalue=dict(prefix=f"{slider_label or slider} = "))],
-        legend=dict(orientation="h", yanchor="top", y=-0.5, x=0))
+        title=title, template="plotly_white", height=470 + 80 * (len(sliders) - 1),
+        margin=dict(t=60, b=130 + 80 * (len(sliders) - 1)), sliders=sliders,
+        legend=dict(orientation="h", yanchor="top", y=-0.5 - 0.25 * (len(sliders) - 1), x=0))
     fig.update_xaxes(title_text=x_title or x, type="log" if logx else "linear")
     fig.update_yaxes(title_text=y_title or y, type="log" if logy else "linear", exponentformat="power")
     return fig
+
+
+def _nearest(values: list, target: float | None):
+    """The value closest to ``target``, the first when there is none."""
+    return values[0] if target is None else values[int(np.argmin(np.abs(np.asarray(values) - target)))]
 
 
 class KernelFreeFigure:

@@ -348,3 +348,19 @@ def test_explorer_is_a_pointer_in_the_book_and_interactive_in_a_notebook(monkeyp
     assert drawn[-1] == (0.5, 1.0)
     monkeypatch.setenv("IBTOOLS_BOOK", "1")
     assert "notebook" in widgets.explorer(draw)._repr_markdown_()
+
+
+def test_slider_figure_with_a_second_slider_shows_one_set_of_traces_per_value_and_draws_fixed_series_once():
+    rows = [{"k": k, "m": m, "series": "curve", "x": x, "y": x * x} for k in (1, 2) for m in (10, 20) for x in (0.0, 1.0)]
+    rows += [{"k": k, "m": m, "series": "point", "x": float(k), "y": float(k * m)} for k in (1, 2) for m in (10, 20)]
+    fig = plots.slider_figure(pd.DataFrame(rows), slider="k", x="x", y="y", series="series", second="m",
+                              start=2, second_start=20, modes={"point": "markers"})
+    # The curve is the same everywhere: one trace, never redrawn; the point has a trace per m.
+    assert [t.name for t in fig.data] == ["curve", "point", "point"]
+    assert list(fig.data[0].y) == [0.0, 1.0] and [t.visible for t in fig.data] == [True, False, True]
+    first, second = fig.layout.sliders
+    assert first.active == 1 and second.active == 1
+    assert first.steps[0].args == ({"x": [[1.0], [1.0]], "y": [[10.0], [20.0]]}, (1, 2))
+    assert first.steps[1].args[0]["y"] == [[20.0], [40.0]]
+    assert [s.args[0]["visible"] for s in second.steps] == [[True, False], [False, True]]
+    assert list(fig.data[2].y) == [40.0]  # k = 2, m = 20 shown first
