@@ -308,7 +308,8 @@ def _arctan_alpha(b, c, reach, shrink):
     # cubic is increasing, a discriminant <= 0 there is rounding, and the two extra "roots" it
     # would give are those of a complex pair.
     three = torch.maximum(discriminant, math.sqrt(3) - c0) <= 0
-    t = torch.where(three, _smallest_of_three(p, minus_q), t)
+    if t.is_cuda or three.any():  # (asking a GPU would cost a sync; a CPU skips the work when none)
+        t = torch.where(three, _smallest_of_three(p, minus_q), t)
     # u = S (g - x) = S (g / 3 - t), the new pre-activation; alpha = b / (shrink (1 + u^2)).
     u = torch.sub(g, t, alpha=3).mul_(scale).square_().mul_(1 / 9).add_(1)
     return b / u if _is_one(shrink) else b / u.mul_(shrink)
