@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibtools.ib import solve_alpha
-from ibtools.ib_layers import IBElmanRNN, IBLinear, bind
-from ibtools.models import glorot_
-from ibtools.train import resolve_device
+from ibtools.ib_layers import bind
+from ibtools.models import AUTOENCODER_SIZES, IBAutoencoder, IBMNISTClassifier, MusicRNN
+from ibtools.train import next_frame_nll, resolve_device
 
 FLOPS_PER_ALPHA = {"relu": 10, "arctan": 100}  # c_sigma, section 4.5
 LR = 0.01
@@ -65,34 +65,6 @@ class Architecture:
         return extra / ib_eb, extra / (3 * self.eb_macs)
 
 
-def mnist_classifier(mode: str) -> nn.Module:
-    """Appendix D.3: PyTorch's MNIST example with IB arctan 320 -> 50 and IB relu 50 -> 10."""
-    return glorot_(nn.Sequential(
-        nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(10, 20, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
-        IBLinear(320, 50, "arctan", mode), nn.Dropout(0.5), IBLinear(50, 10, "relu", mode)))
-
-
-AUTOENCODER = [784, 500, 300, 100, 30, 100, 300, 500, 784]
-
-
-def autoencoder(mode: str) -> nn.Module:
-    return nn.Sequential(*[IBLinear(n, m, "relu", mode) for n, m in zip(AUTOENCODER[:-1], AUTOENCODER[1:])])
-
-
-class MusicRNN(nn.Module):
-    """Appendix D.3-D.4: a 300-unit arctan RNN; a sigmoid read-out (logits here) predicts the
-    next chord's 88 notes from each h_t."""
-
-    def __init__(self, mode: str, notes: int = 88, hidden: int = 300):
-        super().__init__()
-        self.rnn = IBElmanRNN(notes, hidden, "arctan", mode)
-        self.readout = glorot_(nn.Linear(hidden, notes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.rnn(x))
-
-
 class UnrolledMusicRNN(MusicRNN):
     """The same RNN written as a loop for autograd, the way one writes it without a fused
     back-propagation through time: a reference for our EB."""
@@ -106,10 +78,6 @@ class UnrolledMusicRNN(MusicRNN):
         return self.readout(torch.stack(hidden))
 
 
-def next_chord_loss(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits[:-1], x[1:])
-
-
 def architectures(device: torch.device) -> list[Architecture]:
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(100, 1, 28, 28, generator=gen).to(device)
@@ -117,14 +85,15 @@ def architectures(device: torch.device) -> list[Architecture]:
     digits = torch.rand(100, 784, generator=gen).to(device)
     chords = (torch.rand(60, 1, 88, generator=gen) < 0.05).float().to(device)
     conv_macs = 24 * 24 * 10 * 25 * 1 + 8 * 8 * 20 * 25 * 10
-    ae_layers = [(n, m, "relu", (100, m)) for n, m in zip(AUTOENCODER[:-1], AUTOENCODER[1:])]
+    sizes = AUTOENCODER_SIZES
+    ae_layers = [(n, m, "relu", (100, m)) for n, m in zip(sizes[:-1], sizes[1:])]
     return [
-        Architecture("MNIST classifier, batch 100", mnist_classifier, images, labels, F.cross_entropy,
+        Architecture("MNIST classifier, batch 100", IBMNISTClassifier, images, labels, F.cross_entropy,
                      [(320, 50, "arctan", (100, 50)), (50, 10, "relu", (100, 10))],
                      100 * (conv_macs + 320 * 50 + 50 * 10), "6.27%", "+16.82%"),
-        Architecture("MNIST autoencoder, batch 100", autoencoder, digits, digits, F.mse_loss, ae_layers,
-                     100 * sum(n * m for n, m in zip(AUTOENCODER[:-1], AUTOENCODER[1:])), "0.60%", "+99.68%"),
-        Architecture("RNN 300 arctan, T = 60, batch 1", MusicRNN, chords, chords, next_chord_loss,
+        Architecture("MNIST autoencoder, batch 100", IBAutoencoder, digits, digits, F.mse_loss, ae_layers,
+                     100 * sum(n * m for n, m in zip(sizes[:-1], sizes[1:])), "0.60%", "+99.68%"),
+        Architecture("RNN 300 arctan, T = 60, batch 1", MusicRNN, chords, chords, next_frame_nll,
                      [(300 + 88, 300, "arctan", (60, 1, 300))],
                      60 * (300 + 88) * 300 + 60 * 300 * 88, "11.33%", "+152% to +216%"),
     ]

@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibtools.ib import activation_derivative, activation_fn, explicit_alpha, solve_alpha
-from ibtools.models import glorot_
 
 __all__ = ["MODES", "IBLinear", "IBElmanRNN", "bind", "set_mode"]
 
@@ -249,8 +248,9 @@ class IBLinear(nn.Linear, _IBModule):
         self.activation = activation
         self.mode = mode
 
-    def reset_parameters(self) -> None:
-        glorot_(self)
+    def reset_parameters(self) -> None:  # appendix D.4, as ibtools.models.glorot_
+        nn.init.xavier_uniform_(self.weight)
+        nn.init.zeros_(self.bias)
 
     def _weights(self) -> list[nn.Parameter]:
         return [self.weight]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .ib_layers import IBElmanRNN, IBLinear
+
 
 class Arctan(nn.Module):
     """Element-wise arctan, the bounded activation implicit backpropagation handles in closed form."""
@@ -53,22 +55,81 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+def mnist_features() -> nn.Sequential:
+    """The convolutional part of the MNIST classifier: two 5x5 convolutions (10 and 20
+    filters), each with 2x2 max-pooling and relu; 1 x 28 x 28 images -> 320 features."""
+    return nn.Sequential(nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Conv2d(10, 20, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten())
+
+
 class MNISTConvNet(nn.Module):
     """Fagan & Iyengar's MNIST classifier (appendix D.3), after PyTorch's MNIST example:
-    two 5x5 convolutions (10 and 20 filters) with relu and 2x2 max-pooling, an arctan layer
-    320 -> 50, dropout, and a relu layer 50 -> 10 whose outputs feed the softmax."""
+    :func:`mnist_features`, an arctan layer 320 -> 50, dropout, and a relu layer 50 -> 10
+    whose outputs feed the softmax."""
 
     def __init__(self, dropout: float = 0.5):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(10, 20, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
-        )
+        self.features = mnist_features()
         self.head = nn.Sequential(nn.Linear(320, 50), Arctan(), nn.Dropout(dropout), nn.Linear(50, 10), nn.ReLU())
         glorot_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+# --- the same networks with implicit-backpropagation layers (Fagan & Iyengar, appendix D.3) ---
+#
+# ``mode="implicit"`` trains the fully connected layers by IB (ibtools.ib_layers) and
+# ``mode="explicit"`` the same layers by ordinary backpropagation (EB); convolutions and
+# read-outs without a closed-form IB update stay explicit in both.
+
+class IBMNISTClassifier(nn.Module):
+    """The MNIST classifier with IB on its arctan (320 -> 50) and relu (50 -> 10) layers and
+    EB on the convolutions; dropout 0.5 between the two."""
+
+    def __init__(self, mode: str = "implicit", dropout: float = 0.5):
+        super().__init__()
+        self.features = glorot_(mnist_features())
+        self.head = nn.Sequential(IBLinear(320, 50, "arctan", mode), nn.Dropout(dropout),
+                                  IBLinear(50, 10, "relu", mode))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+AUTOENCODER_SIZES = (784, 500, 300, 100, 30, 100, 300, 500, 784)
+
+
+class IBAutoencoder(nn.Sequential):
+    """The 784:500:300:100:30:100:300:500:784 autoencoder, a relu after every layer (the
+    last included: pixels are in [0, 1])."""
+
+    def __init__(self, mode: str = "implicit", sizes=AUTOENCODER_SIZES):
+        super().__init__(nn.Flatten(), *[IBLinear(n, m, "relu", mode) for n, m in zip(sizes[:-1], sizes[1:])])
+
+
+class MusicRNN(nn.Module):
+    """The music model (after Pascanu et al. 2013, with arctan for tanh): a 300-unit Elman RNN,
+    and a linear read-out (explicit) whose sigmoid gives each of the 88 notes' probability of
+    sounding at the next time step. Input (T, B, 88) piano rolls; output (T, B, 88) logits,
+    the prediction for step t + 1 made at step t."""
+
+    def __init__(self, mode: str = "implicit", notes: int = 88, hidden: int = 300):
+        super().__init__()
+        self.rnn = IBElmanRNN(notes, hidden, "arctan", mode)
+        self.readout = glorot_(nn.Linear(hidden, notes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.rnn(x))
+
+
+class UCINet(nn.Sequential):
+    """The UCI classifier: three arctan layers as wide as the input, then a linear layer to the
+    classes (IB's update for the identity is EB's, so only the arctan layers differ)."""
+
+    def __init__(self, n_features: int, n_classes: int, mode: str = "implicit"):
+        super().__init__(*[IBLinear(n_features, n_features, "arctan", mode) for _ in range(3)],
+                         IBLinear(n_features, n_classes, "identity", mode))
 
 
 def linear_model(n_features: int, n_outputs: int = 1) -> nn.Linear:

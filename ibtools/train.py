@@ -76,10 +76,28 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output, target)
 
 
+def mean_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean of (output - target)^2 over all entries: the autoencoder's loss."""
+    return F.mse_loss(output, target.reshape(output.shape))
+
+
+def next_frame_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Music prediction (Fagan & Iyengar, appendix D.2): ``output`` (T, B, D) holds at step t
+    the logits of each of the D notes sounding at step t + 1 of the piece ``target`` (T, B, D).
+    The loss is the negative log-likelihood of the frames 2..T under independent Bernoullis,
+    divided by the number of frames predicted, so that long and short pieces weigh alike."""
+    if output.shape[0] < 2:
+        raise ValueError("next_frame_nll needs sequences of at least 2 time steps")
+    nll = F.binary_cross_entropy_with_logits(output[:-1], target[1:], reduction="sum")
+    return nll / (output.shape[0] - 1) / output.shape[1]
+
+
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "least_squares": least_squares,
     "logistic": logistic,
     "cross_entropy": cross_entropy,
+    "mse": mean_squared_error,
+    "next_frame_nll": next_frame_nll,
 }
 
 
@@ -126,19 +144,43 @@ class RunResult:
 
 @torch.no_grad()
 def evaluate(model, x, y, loss: str, batch_size: int = 4096) -> tuple[float, float]:
-    """Mean loss and accuracy (NaN for regression) of ``model`` over a whole split."""
+    """Mean loss and accuracy (NaN for regression) of ``model`` over a whole split. With
+    ``y`` None, ``x`` is a list of sequences (a :class:`ibtools.data.SequenceDataset` split),
+    each its own target: the mean over sequences of their losses, and NaN accuracy."""
     was_training = model.training
     model.eval()
     loss_fn = LOSSES[loss]
     total_loss, total_correct = 0.0, 0.0
-    for start in range(0, len(x), batch_size):
-        out = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
-        total_loss += float(loss_fn(out, target)) * len(target)
-        correct = correct_predictions(out, target, loss)
-        total_correct += math.nan if correct is None else float(correct)
+    if y is None:
+        total_loss = sum(float(loss_fn(model(piece[:, None]), piece[:, None])) for piece in x)
+        total_correct = math.nan
+    else:
+        for start in range(0, len(x), batch_size):
+            out = model(x[start:start + batch_size])
+            target = y[start:start + batch_size]
+            total_loss += float(loss_fn(out, target)) * len(target)
+            correct = correct_predictions(out, target, loss)
+            total_correct += math.nan if correct is None else float(correct)
     model.train(was_training)
     return total_loss / len(x), total_correct / len(x)
+
+
+def _splits(data, device: torch.device):
+    """(x_train, y_train, x_test, y_test) on ``device``; for a SequenceDataset the x are lists
+    of sequences and the y are None (each sequence is its own target)."""
+    if hasattr(data, "x_train"):
+        return (data.x_train.to(device), data.y_train.to(device),
+                data.x_test.to(device), data.y_test.to(device))
+    return [p.to(device) for p in data.train], None, [p.to(device) for p in data.test], None
+
+
+def _batch(x, y, idx: torch.Tensor):
+    """The mini-batch ``idx`` of a split: rows of tensors, or one sequence (T, 1, D) that is
+    its own target."""
+    if y is None:
+        piece = x[int(idx[0])][:, None]
+        return piece, piece
+    return x[idx], y[idx]
 
 
 def train(
@@ -158,6 +200,9 @@ def train(
 ) -> RunResult:
     """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
 
+    ``data`` may also be an :class:`ibtools.data.SequenceDataset` (with ``batch_size=1``): each
+    step then trains on one whole sequence, as the paper's RNNs do.
+
     Rows of kind ``"step"`` hold the mini-batch loss before every ``log_every``-th update.
     Rows of kind ``"epoch"`` hold ``train_loss``, ``test_loss``, ``train_acc`` and
     ``test_acc`` over the full splits: before training (epoch 0), at the end of every epoch
@@ -173,8 +218,9 @@ def train(
     model = model.to(dev)
     optimizer = make_optimizer(model)
     loss_fn = LOSSES[loss]
-    x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
-    x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
+    x_train, y_train, x_test, y_test = _splits(data, dev)
+    if y_train is None and batch_size != 1:
+        raise ValueError(f"sequences of different lengths train one at a time: use batch_size=1, got {batch_size}")
     n = len(x_train)
     steps_per_epoch = math.ceil(n / batch_size)
     evaluate_after = {math.ceil(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
@@ -201,8 +247,8 @@ def train(
     for epoch in range(1, epochs + 1):
         order = torch.randperm(n, generator=generator).to(dev)
         for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            closure = BatchClosure(model, loss_fn, optimizer, x_train[idx], y_train[idx], clip_norm)
+            inputs, targets = _batch(x_train, y_train, order[i * batch_size:(i + 1) * batch_size])
+            closure = BatchClosure(model, loss_fn, optimizer, inputs, targets, clip_norm)
             batch_loss = float(optimizer.step(closure))
             if blew_up(batch_loss):
                 result.diverged = True
