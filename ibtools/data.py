@@ -101,6 +101,14 @@ DATASETS: dict[str, str] = {
     "mnist": "MNIST, 60,000 train / 10,000 test, 28 x 28 (download, 11 MB)",
     "fashion-mnist": "Fashion-MNIST, 60,000 train / 10,000 test, 28 x 28 (download, 30 MB)",
     "cifar10": "CIFAR-10, 50,000 train / 10,000 test, 3 x 32 x 32 (download, 163 MB)",
+    "bach-chorales": "piano rolls of 350 Bach chorales (music21's corpus), 88 notes per quarter note, "
+                     "80/20 split (embedded; ibtools.music)",
+    "jsb-chorales": "JSB Chorales piano rolls, 229 train / 77 test pieces (download, 2 MB; ibtools.music)",
+    "musedata": "MuseData piano rolls, 524 train / 124 test pieces (download; ibtools.music)",
+    "nottingham": "Nottingham folk tunes, 694 train / 170 test pieces (download; ibtools.music)",
+    "piano-midi": "Piano-midi.de piano rolls, 87 train / 25 test pieces (download, 7 MB; ibtools.music)",
+    "uci:NAME": "one of the 121 UCI classification datasets of Fernandez-Delgado et al. (download, "
+                "39 MB for all; ibtools.uci)",
 }
 
 
@@ -113,8 +121,9 @@ def data_dir() -> Path:
 
 
 def load(name: str, *, seed: int = 0, standardize: bool = True,
-         data_dir: Path | str | None = None, download: bool = True) -> Dataset:
-    """Load dataset ``name`` (one of :data:`DATASETS`).
+         data_dir: Path | str | None = None, download: bool = True) -> Dataset | SequenceDataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`; "uci:NAME" for a UCI dataset). The
+    music datasets come as a :class:`SequenceDataset`, all others as a :class:`Dataset`.
 
     ``seed`` fixes everything random about an embedded dataset: its train/test split, or the
     data itself for generated ones. Full-scale datasets keep their official split.
@@ -125,6 +134,13 @@ def load(name: str, *, seed: int = 0, standardize: bool = True,
     """
     if name in _EMBEDDED:
         return _EMBEDDED[name](seed, standardize)
+    # Imported here: both modules build on this one.
+    from . import music, uci
+    if name in music.MUSIC_DATASETS:
+        return music.load_music(name, seed=seed, data_dir=data_dir, download=download)
+    if name.startswith("uci:"):
+        return uci.load_uci(name.removeprefix("uci:"), standardize=standardize, data_dir=data_dir,
+                            download=download)
     if name in _FULL_SCALE:
         return _FULL_SCALE[name](_root(data_dir) / name, download)
     raise ValueError(_unknown_name_message(name))
@@ -335,8 +351,11 @@ MIRRORS: dict[str, tuple[str, ...]] = {
     "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
     # Boulanger-Lewandowski et al. (2012)'s piano rolls, and the 121 UCI classification
     # datasets of Fernandez-Delgado et al. (2014) as prepared by Klambauer et al. (2017).
-    **{name: ("http://www-etud.iro.umontreal.ca/~boulanni/",) for name in
-       ("jsb-chorales", "musedata", "nottingham", "piano-midi")},
+    # The Internet Archive keeps copies of some of the pickles; it redirects to the capture
+    # nearest the date given.
+    **{name: ("http://www-etud.iro.umontreal.ca/~boulanni/",
+              "https://web.archive.org/web/2014id_/http://www-etud.iro.umontreal.ca/~boulanni/")
+       for name in ("jsb-chorales", "musedata", "nottingham", "piano-midi")},
     "uci": ("http://www.bioinf.jku.at/people/klambauer/",),
 }
 CHECKSUMS: dict[str, dict[str, str]] = {

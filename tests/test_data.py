@@ -31,7 +31,16 @@ VECTOR_DATASETS = [name for name, (shape, *_) in EMBEDDED.items() if len(shape) 
 
 
 def test_every_dataset_is_listed_and_every_listed_dataset_is_tested():
-    assert set(EMBEDDED) | {"mnist", "fashion-mnist", "cifar10"} == set(data.DATASETS)
+    # The music datasets are tested in test_music.py, the UCI ones in test_uci.py.
+    music = {"bach-chorales", "jsb-chorales", "musedata", "nottingham", "piano-midi"}
+    assert set(EMBEDDED) | {"mnist", "fashion-mnist", "cifar10", "uci:NAME"} | music == set(data.DATASETS)
+
+
+def test_load_reaches_the_music_and_uci_datasets(tmp_path):
+    chorales = data.load("bach-chorales", seed=1)
+    assert isinstance(chorales, data.SequenceDataset) and chorales.n_features == 88
+    with pytest.raises(data.DataUnavailableError, match="iris"):
+        data.load("uci:abalone", data_dir=tmp_path, download=False)
 
 
 @pytest.mark.parametrize("name", EMBEDDED)

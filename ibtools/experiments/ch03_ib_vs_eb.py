@@ -97,12 +97,6 @@ class IBRunConfig:
 def task_data(task: str, dataset: str):
     """The dataset of a run, loaded once per process (datasets are immutable)."""
     check_choice("task", task, TASKS)
-    if task == "music":
-        from .. import music
-        return music.load_music(dataset)
-    if task == "uci" and dataset.startswith("uci:"):
-        from .. import uci
-        return uci.load_uci(dataset.removeprefix("uci:"))
     loaded = data.load(dataset)
     if task == "mnist-autoencoder":  # the targets are the images themselves, as vectors
         return dataclasses.replace(loaded, y_train=loaded.x_train.flatten(1), y_test=loaded.x_test.flatten(1),
