@@ -72,12 +72,39 @@ def loss_vs_lr(table: pd.DataFrame, metric: str = "train_loss", ax=None, title: 
         if len(bad):
             ax.scatter(bad["lr"], np.full(len(bad), top * 1.5), marker="x", color=c, s=40,
                        label=f"{label(method)}: diverged")
+    return _style_lr_axes(ax, metric, title or f"{metric.replace('_', ' ')} after training", logy)
+
+
+def seed_scatter(table: pd.DataFrame, metric: str = "train_loss", ax=None, title: str | None = None,
+                 logy: bool = True):
+    """Final ``metric`` of every run against learning rate, one point per seed, the methods
+    side by side (shifted a little along the log axis); runs that diverged as an ``x`` at the
+    top. The per-seed view of :func:`loss_vs_lr`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    last = final_rows(table)
+    ok = ~last["diverged"].astype(bool)
+    top = last.loc[ok, metric].max() * 1.5 if ok.any() else 1.0
+    methods = list(dict.fromkeys(last["method"]))
+    for i, method in enumerate(methods):
+        rows = last[last["method"] == method]
+        shift = 10 ** (0.04 * (i - (len(methods) - 1) / 2))
+        good, bad = rows[~rows["diverged"].astype(bool)], rows[rows["diverged"].astype(bool)]
+        ax.scatter(good["lr"] * shift, good[metric], s=12, alpha=0.7, color=color(method, i), label=label(method))
+        if len(bad):
+            ax.scatter(bad["lr"] * shift, np.full(len(bad), top), marker="x", s=30, color=color(method, i),
+                       label=f"{label(method)}: diverged")
+    return _style_lr_axes(ax, metric, title or f"{metric.replace('_', ' ')} of each seed", logy)
+
+
+def _style_lr_axes(ax, metric: str, title: str, logy: bool):
+    """A learning-rate axis (log), the metric's (log if ``logy``), title, grid and legend."""
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title or f"{metric.replace('_', ' ')} after training")
+    ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     return ax

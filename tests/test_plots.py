@@ -364,3 +364,13 @@ def test_slider_figure_with_a_second_slider_shows_one_set_of_traces_per_value_an
     assert first.steps[1].args[0]["y"] == [[20.0], [40.0]]
     assert [s.args[0]["visible"] for s in second.steps] == [[True, False], [False, True]]
     assert list(fig.data[2].y) == [40.0]  # k = 2, m = 20 shown first
+
+
+def test_seed_scatter_draws_one_point_per_finished_run_and_an_x_per_diverged_run(table):
+    ax = plots.seed_scatter(table)
+    offsets = {c.get_label(): c.get_offsets() for c in ax.collections}
+    assert len(offsets[plots.label("esgd")]) == 5 and len(offsets[plots.label("isgd")]) == 3
+    assert len(offsets[f"{plots.label('esgd')}: diverged"]) == 1 and len(offsets[f"{plots.label('isgd')}: diverged"]) == 3
+    finished = sorted(offsets[plots.label("esgd")][:, 1].tolist())
+    assert finished == [1.0, 2.0, 3.0, 4.0, 6.0]
+    assert set(offsets[f"{plots.label('isgd')}: diverged"][:, 1].tolist()) == {6.0 * 1.5}  # above the largest

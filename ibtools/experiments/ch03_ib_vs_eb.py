@@ -213,21 +213,18 @@ def clipping_configs(scale, lrs=None, methods=None, seeds=None):
     return configs
 
 
-mnist = register(Experiment(
-    name="ib-mnist", chapter=3, title="IB vs EB (and exact ISGD): MNIST classifier, training loss after 1 epoch",
-    run=run, configs=mnist_configs))
-autoencoder = register(Experiment(
-    name="ib-autoencoder", chapter=3, title="IB vs EB: MNIST relu autoencoder, training loss after 1 epoch",
-    run=run, configs=autoencoder_configs))
-music = register(Experiment(
-    name="ib-music", chapter=3, title="IB vs EB: arctan RNN on polyphonic music, training loss after 5 epochs",
-    run=run, configs=music_configs))
-uci = register(Experiment(
-    name="ib-uci", chapter=3, title="IB vs EB: UCI classification, 10 epochs, the paper's 10 learning rates",
-    run=run, configs=uci_configs))
-clipping = register(Experiment(
-    name="ib-clipping", chapter=3, title="IB vs EB with gradient-norm clipping (appendix E.2)",
-    run=run, configs=clipping_configs))
+def _experiment(name: str, title: str, configs) -> Experiment:
+    return register(Experiment(name=name, chapter=3, title=title, run=run, configs=configs))
+
+
+mnist = _experiment("ib-mnist", "IB vs EB (and exact ISGD): MNIST classifier, training loss after 1 epoch",
+                    mnist_configs)
+autoencoder = _experiment("ib-autoencoder", "IB vs EB: MNIST relu autoencoder, training loss after 1 epoch",
+                          autoencoder_configs)
+music = _experiment("ib-music", "IB vs EB: arctan RNN on polyphonic music, training loss after 5 epochs",
+                    music_configs)
+uci = _experiment("ib-uci", "IB vs EB: UCI classification, 10 epochs, the paper's 10 learning rates", uci_configs)
+clipping = _experiment("ib-clipping", "IB vs EB with gradient-norm clipping (appendix E.2)", clipping_configs)
 
 
 # --- analysis -----------------------------------------------------------------------------------
