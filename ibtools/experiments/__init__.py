@@ -71,7 +71,7 @@ def get(name: str) -> Experiment:
 def save_results(table: pd.DataFrame, out_dir: Path, provenance: dict) -> Path:
     """Write a sweep's table and its provenance where :func:`load_results` finds them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "results.csv", table.to_csv(index=False))
+    write_atomic(out_dir / "results.csv", table.to_csv(index=False, float_format="%.7g"))  # 7 digits: float32's
     write_atomic(out_dir / "provenance.json", json.dumps(provenance, indent=2, sort_keys=True))
     return out_dir
 
