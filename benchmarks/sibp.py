@@ -1,0 +1,105 @@
+"""What a SIBP or ProxBP training step costs against an SGD step, side by side.
+
+Liu & Zhang, *Semi-Implicit Back Propagation*, section 5.2: the shallow 784:500:10 and the
+deep 784:600^10:10 relu networks on MNIST-shaped random data (inputs uniform in [0, 1], ten
+random classes), softmax cross-entropy, mini-batches of 100 (the paper does not state its
+batch size; 100 is the common MNIST choice), 5 conjugate-gradient iterations per subproblem
+as in the paper. One step is what ibtools.train.train does per mini-batch: ``optimizer.step``
+with a BatchClosure (SGD: forward, backward, update; SIBP and ProxBP read the batch from the
+closure and do their own passes). The three methods run in one process on the same data, in
+alternating blocks of steps; times are medians over blocks, each ratio the median of the
+ratios of neighbouring blocks (robust to the machine's speed drifting). Seconds per epoch are
+the step time times the 600 steps of a 60 000-example MNIST epoch.
+
+    python -m ibtools bench sibp
+"""
+
+# No `from __future__ import annotations`: the CLI runs this file without registering it as a
+# module (as benchmarks/ib_overhead.py notes).
+import statistics
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ibtools.models import MLP
+from ibtools.sibp import SIBP, ProxBP
+from ibtools.train import BatchClosure, resolve_device
+
+BATCH = 100
+STEPS_PER_EPOCH = 60_000 // BATCH
+NETWORKS = {"784-500-10": [784, 500, 10], "784-600^10-10": [784] + [600] * 10 + [10]}
+METHODS = {  # the settings of Table 2: SGD lr 0.1, SIBP eta = lambda = 1, ProxBP eta = 0.1
+    "SGD": lambda model: torch.optim.SGD(model.parameters(), lr=0.1),
+    "SIBP": lambda model: SIBP(model, lr=1.0, lam=1.0, cg_iters=5),
+    "ProxBP": lambda model: ProxBP(model, lr=0.1, lam=1.0, cg_iters=5),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_step(sizes: list, make_optimizer, inputs, targets, device):
+    torch.manual_seed(0)  # the same initial weights for every method
+    model = MLP(sizes, ["relu"] * (len(sizes) - 2) + ["identity"]).to(device)
+    optimizer = make_optimizer(model)
+    closure = BatchClosure(model, F.cross_entropy, optimizer, inputs, targets)
+    return lambda: optimizer.step(closure)
+
+
+def timed_blocks(functions: dict, device: torch.device, blocks: int, number: int) -> dict:
+    """Seconds per call of each function in blocks of ``number`` calls, the functions taking
+    turns block by block, their order alternating: {name: [seconds per call, one per block]}."""
+    for f in functions.values():
+        f()
+    samples = {name: [] for name in functions}
+    order = list(functions)
+    for k in range(blocks):
+        for name in (order if k % 2 == 0 else order[::-1]):
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(number):
+                functions[name]()
+            sync(device)
+            samples[name].append((time.perf_counter() - start) / number)
+    return samples
+
+
+def measure(device: torch.device | None = None, quick: bool = False) -> pd.DataFrame:
+    """One row per network: SGD, SIBP and ProxBP milliseconds per step and seconds per epoch,
+    and SIBP/SGD and ProxBP/SGD (medians of block-by-block ratios). ``quick`` takes fewer
+    blocks (noisier)."""
+    device = device or resolve_device()
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.rand(BATCH, 784, generator=gen).to(device)
+    targets = torch.randint(0, 10, (BATCH,), generator=gen).to(device)
+    rows = []
+    for name, sizes in NETWORKS.items():
+        deep = len(sizes) > 3
+        blocks = (3 if deep else 5) if quick else (25 if deep else 60)
+        steps = {method: training_step(sizes, make, inputs, targets, device) for method, make in METHODS.items()}
+        samples = timed_blocks(steps, device, blocks=blocks, number=2 if deep else 5)
+        row = {"network": name, "batch": BATCH}
+        for method in METHODS:
+            seconds = statistics.median(samples[method])
+            row[f"{method} ms/step"] = seconds * 1e3
+            row[f"{method} s/epoch"] = seconds * STEPS_PER_EPOCH
+        for method in ("SIBP", "ProxBP"):
+            row[f"{method}/SGD"] = statistics.median(m / s for m, s in zip(samples[method], samples["SGD"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(device: torch.device) -> None:
+    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"one step = optimizer.step on a batch of {BATCH} (as ibtools.train.train); epoch = "
+          f"{STEPS_PER_EPOCH} steps; medians over alternating blocks\n")
+    table = measure(device)
+    formats = {column: ("{:.3f}" if "/SGD" in column else "{:.1f}") for column in table.columns
+               if column not in ("network", "batch")}
+    print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
+    print("\nSIBP: 5 nonlinear CG iterations for each of W_i and b_i per layer (4.1); "
+          "ProxBP: 5 linear CG iterations per layer (section 3.2)")

@@ -1,0 +1,615 @@
+"""Semi-implicit back propagation (SIBP), and the two implicit methods it is compared with.
+
+Liu & Zhang, *Semi-Implicit Back Propagation*, J. Nonlinear Var. Anal. 7 (2023). A network of
+N - 1 fully connected layers maps the inputs F_1 = X through
+
+    G_{i+1} = W_i F_i + b_i,    F_{i+1} = sigma(G_{i+1}),    i = 1 ... N - 1        (2.1)
+
+and training minimises J = L(F_N, Y) (2.2). In code examples are rows: F_i is (B, n_i) and
+G_{i+1} = F_i W_i^T + b_i, so every product below is the paper's with its factors transposed.
+
+* :class:`SIBP` (section 4, Algorithm 1) takes a gradient half step on the top neurons,
+  F_N^{k+1/2} = F_N - eta dL/dF_N, and then, from the top layer down, fits each layer to the
+  half-stepped neurons above it by the proximal subproblems (4.1), solved by a few nonlinear
+  conjugate-gradient iterations (:func:`nonlinear_cg`), and hands the layer below its own half
+  step through the error propagation (4.2), which uses the weights just updated.
+* :class:`ProxBP` (section 3.2, Frerix et al. 2018) fits each layer's pre-activations, moved
+  by a back-propagated gradient step, by a proximal linear least-squares problem solved by
+  linear conjugate gradient (:func:`linear_cg`).
+* :class:`BCD` (section 3.3, Zeng et al. 2019) keeps every example's neurons as variables
+  and does block coordinate descent on the penalised merit function J_BCD.
+
+Scale. J is the loss the training loop computes, a mean over the B examples of the batch
+(the paper's J_B, section 4.3), so dL/dF_N is O(1/B) per example; the norms in (4.1) are
+Frobenius norms summed over the batch, as written. For small lambda the weight step of the
+top layer's (4.1) is then W_N-1 - 2 lambda eta dJ/dW_N-1 to first order, and either lambda or
+eta going to zero leaves every weight where it is.
+
+The subproblems separate over the rows of the unknown (one output unit of W_i, one
+coordinate of b_i, one example of BCD's neurons), so the conjugate-gradient iterations run
+on all rows at once, each row with its own step length and conjugacy coefficient, as
+ProxBP's block conjugate gradient does. Everything is vectorised over examples and units
+and runs on the model's device and dtype (CPU or CUDA, float32 or float64).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from ibtools.models import MLP, Arctan
+from ibtools.train import check_lr, least_squares, mean_squared_error
+
+__all__ = [
+    "Activation",
+    "ACTIVATIONS",
+    "DenseStack",
+    "dense_stack",
+    "forward",
+    "output_gradient",
+    "soft_threshold",
+    "linear_cg",
+    "FitPoint",
+    "ProxFit",
+    "weight_fit",
+    "bias_fit",
+    "neuron_fit",
+    "nonlinear_cg",
+    "prox_layer",
+    "propagate_error",
+    "prox_linear_layer",
+    "SIBP",
+    "ProxBP",
+    "BCD",
+]
+
+# Sufficient decrease a step of the nonlinear CG line search must give (Armijo's constant),
+# and how many halvings of the Gauss-Newton step it tries before it stays put.
+_ARMIJO = 1e-4
+_HALVINGS = 4
+
+
+# --- the network -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Activation:
+    """An element-wise activation sigma and its derivative (Assumption 4.2 asks sigma' >= 0)."""
+
+    name: str
+    value: Callable[[torch.Tensor], torch.Tensor]
+    slope: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _sigmoid_slope(g: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(g)
+    return s * (1 - s)
+
+
+ACTIVATIONS: dict[type, Activation] = {
+    nn.Identity: Activation("identity", lambda g: g, torch.ones_like),
+    nn.ReLU: Activation("relu", torch.relu, lambda g: (g > 0).to(g.dtype)),
+    nn.Tanh: Activation("tanh", torch.tanh, lambda g: 1 - torch.tanh(g) ** 2),
+    nn.Sigmoid: Activation("sigmoid", torch.sigmoid, _sigmoid_slope),
+    Arctan: Activation("arctan", torch.atan, lambda g: 1 / (1 + g * g)),
+}
+_IDENTITY = ACTIVATIONS[nn.Identity]
+
+
+@dataclass(frozen=True)
+class DenseStack:
+    """The layers (W_i, b_i, sigma) of a fully connected network, in order, and whether the
+    network flattens its inputs first."""
+
+    linears: tuple[nn.Linear, ...]
+    activations: tuple[Activation, ...]
+    flatten: bool
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """F_1: the batch as the first layer sees it, on the weights' dtype and device."""
+        weight = self.linears[0].weight
+        if self.flatten:
+            x = x.flatten(1)
+        if x.dim() != 2 or x.shape[1] != weight.shape[1]:
+            raise ValueError(
+                f"the first layer takes {weight.shape[1]} features per example, got inputs of shape "
+                f"{tuple(x.shape)}; put an nn.Flatten() first for images")
+        return x.to(weight)
+
+
+def _leaves(module: nn.Module):
+    for child in module:
+        if type(child) is nn.Sequential:
+            yield from _leaves(child)
+        else:
+            yield child
+
+
+def dense_stack(model: nn.Module, method: str = "SIBP") -> DenseStack:
+    """The fully connected layers of ``model``: an :class:`ibtools.models.MLP`, or an
+    ``nn.Sequential`` (nested ones included) of an optional leading ``nn.Flatten()``, then
+    ``nn.Linear`` layers each followed by at most one element-wise activation (ReLU, Tanh,
+    Sigmoid, Arctan; Identity or none for a linear layer). Anything else raises a ValueError."""
+    supported = ("an ibtools.models.MLP, or an nn.Sequential of an optional leading nn.Flatten(), "
+                 "nn.Linear layers and one element-wise activation after each (" +
+                 ", ".join(a.__name__ for a in ACTIVATIONS) + ")")
+    if isinstance(model, MLP):
+        modules = model.net
+    elif type(model) is nn.Sequential:
+        modules = model
+    elif isinstance(model, nn.Module):
+        raise ValueError(f"{method} trains {supported}; got a {type(model).__name__}, whose forward it "
+                         "cannot see. Build the network as an nn.Sequential")
+    else:
+        raise ValueError(f"{method} needs the model itself, e.g. {method}(model, ...), not its parameters: "
+                         f"it reads the layer structure of {supported}")
+    linears, activations, flatten = [], [], False
+    for position, module in enumerate(_leaves(modules)):
+        kind = type(module)
+        if kind is nn.Identity:
+            continue
+        if kind is nn.Flatten and not linears and not flatten and (module.start_dim, module.end_dim) == (1, -1):
+            flatten = True
+        elif kind is nn.Linear:
+            linears.append(module)
+            activations.append(_IDENTITY)
+        elif kind in ACTIVATIONS and linears and activations[-1] is _IDENTITY:
+            activations[-1] = ACTIVATIONS[kind]
+        else:
+            raise ValueError(
+                f"{method} trains {supported}; got {module!r} at position {position}. Convolutions and "
+                "pooling (the paper's Remark 5.1) are not supported here: train such networks with "
+                "torch.optim.SGD or Adam")
+    if not linears:
+        raise ValueError(f"{method} found no nn.Linear layer in the model; it trains {supported}")
+    return DenseStack(tuple(linears), tuple(activations), flatten)
+
+
+def forward(stack: DenseStack, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The forward pass (2.1) from F_1 = x: ([F_1, ..., F_N], [G_2, ..., G_N])."""
+    neurons, pre = [x], []
+    for linear, activation in zip(stack.linears, stack.activations):
+        pre.append(nnf.linear(neurons[-1], linear.weight, linear.bias))
+        neurons.append(activation.value(pre[-1]))
+    return neurons, pre
+
+
+def output_gradient(loss_fn, output: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """J = L(F_N, Y) and delta_N = dL/dF_N (section 3.1), by autograd through the loss alone."""
+    with torch.enable_grad():
+        output = output.detach().requires_grad_(True)
+        loss = loss_fn(output, targets)
+        (grad,) = torch.autograd.grad(loss, output)
+    return loss.detach(), grad
+
+
+def propagate_error(delta: torch.Tensor, pre: torch.Tensor, activation: Activation,
+                    weight: torch.Tensor) -> torch.Tensor:
+    """(4.2), and (3.1) with the old weights: delta_i = W_i^T (sigma'(G_{i+1}) * delta_{i+1}),
+    in rows: (sigma'(G_{i+1}) * delta_{i+1}) W_i. SIBP passes the updated W_i^{k+1}."""
+    return (activation.slope(pre) * delta) @ weight
+
+
+# --- pure solvers ----------------------------------------------------------------------------
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1, keepdim=True)
+
+
+def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den for den >= 0, and 0 where den is 0 (num is then 0 too: a finished row)."""
+    return num / den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
+def soft_threshold(x: torch.Tensor, threshold) -> torch.Tensor:
+    """The proximal map of threshold ||.||_1 (Remark 4.1 with r = l1 norm):
+    argmin_y ||y - x||^2 / 2 + threshold ||y||_1 = sign(x) max(|x| - threshold, 0), which is
+    exactly zero wherever |x| <= threshold."""
+    return torch.sign(x) * (x.abs() - threshold).clamp_min(0)
+
+
+def linear_cg(apply_a: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, x0: torch.Tensor,
+              iters: int) -> torch.Tensor:
+    """``iters`` conjugate-gradient iterations for x M = rhs, every row of x its own system,
+    from x0; ``apply_a(x)`` returns x M for a symmetric positive definite M (section 3.2's
+    solver). Per row: r = rhs - x M, p = r, then alpha = r.r / p.Mp, x += alpha p,
+    r -= alpha pM, p = r + (r.r)_new / (r.r)_old p. Exact after n iterations in exact arithmetic."""
+    x = x0
+    residual = rhs - apply_a(x)
+    direction = residual
+    rr = _rowdot(residual, residual)
+    for _ in range(iters):
+        applied = apply_a(direction)
+        alpha = _safe_divide(rr, _rowdot(direction, applied))
+        x = x + alpha * direction
+        residual = residual - alpha * applied
+        rr_new = _rowdot(residual, residual)
+        direction = residual + _safe_divide(rr_new, rr) * direction
+        rr = rr_new
+    return x
+
+
+class FitPoint(NamedTuple):
+    """A point of a :class:`ProxFit`: x, its pre-activations A x + c, x - x_k, and there the
+    fit ||sigma(A x + c) - T||^2, phi and grad phi (fit and phi one value per row of x)."""
+
+    x: torch.Tensor
+    pre: torch.Tensor
+    gap: torch.Tensor
+    fit: torch.Tensor
+    value: torch.Tensor
+    grad: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ProxFit:
+    """The subproblem (4.1), and BCD's, in one form:
+
+        phi(x) = ||sigma(A x + c) - T||^2 + ||x - x_k||^2 / (2 lam),
+        grad phi(x) = 2 A^T (sigma'(A x + c) * (sigma(A x + c) - T)) + (x - x_k) / lam,
+
+    A linear, x a matrix whose rows enter phi separately (``row_axis``: the axis of T that
+    the rows of x index, 1 when they are output units, 0 when they are examples).
+    ``apply(x)`` is A x and ``adjoint(R)`` is A^T R."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    adjoint: Callable[[torch.Tensor], torch.Tensor]
+    offset: torch.Tensor | float
+    activation: Activation
+    target: torch.Tensor
+    anchor: torch.Tensor
+    lam: float
+    row_axis: int
+
+    def per_row(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of a T-shaped tensor (or a stack of them) over each row's entries: (..., rows, 1)."""
+        return values.sum(dim=-1 - self.row_axis).unsqueeze(-1)
+
+    def spread(self, column: torch.Tensor) -> torch.Tensor:
+        """Per-row numbers (..., rows, 1) laid out to broadcast against T."""
+        return column.mT if self.row_axis == 1 else column
+
+    def evaluate(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> FitPoint:
+        pre = self.apply(x) + self.offset if pre is None else pre
+        residual = self.activation.value(pre) - self.target
+        gap = x - self.anchor
+        fit = self.per_row(residual ** 2)
+        grad = torch.add(self.adjoint(2 * self.activation.slope(pre) * residual), gap, alpha=1 / self.lam)
+        return FitPoint(x, pre, gap, fit, fit + _rowdot(gap, gap) / (2 * self.lam), grad)
+
+    def line_step(self, point: FitPoint, direction: torch.Tensor, slope: torch.Tensor) -> FitPoint:
+        """The next point along ``direction``, given the slope grad.d there.
+
+        Along the line the pre-activations are pre + t A d, so one product A d prices every
+        trial step. The trials are the Gauss-Newton step
+        t = -grad.d / (2 ||sigma'(pre) * A d||^2 + ||d||^2 / lam) (negative where d ascends),
+        exact for a linear or piecewise-linear sigma while no unit changes piece, and its
+        halvings; each row takes the first that meets Armijo's condition
+        phi(x + t d) <= phi(x) + 1e-4 t grad.d, and a row where none does stays put, so phi
+        never increases."""
+        delta = self.apply(direction)
+        dd, gd = _rowdot(direction, direction), _rowdot(point.gap, direction)
+        curvature = 2 * self.per_row((self.activation.slope(point.pre) * delta) ** 2) + dd / self.lam
+        halvings = 0.5 ** torch.arange(_HALVINGS, dtype=slope.dtype, device=slope.device)
+        trials = _safe_divide(-slope, curvature) * halvings[:, None, None]  # (halvings, rows, 1)
+        residual = self.activation.value(point.pre + self.spread(trials) * delta) - self.target
+        values = self.per_row(residual ** 2) + (point.value - point.fit) \
+            + trials * (2 * gd + trials * dd) / (2 * self.lam)
+        accept = values <= point.value + _ARMIJO * trials * slope
+        first = accept.to(slope.dtype).argmax(0, keepdim=True)  # the first accepted trial, or 0
+        step = torch.where(accept.any(0), trials.gather(0, first)[0], 0)
+        return self.evaluate(point.x + step * direction, point.pre + self.spread(step) * delta)
+
+
+def weight_fit(inputs, weight, bias, activation: Activation, target, lam: float) -> ProxFit:
+    """The W_i subproblem of (4.1): x = W_i, A W = F_i W^T, c = b_i^k, x_k = W_i^k."""
+    return ProxFit(apply=lambda w: inputs @ w.T, adjoint=lambda r: r.T @ inputs,
+                   offset=0.0 if bias is None else bias, activation=activation, target=target,
+                   anchor=weight, lam=lam, row_axis=1)
+
+
+def bias_fit(inputs, weight, bias, activation: Activation, target, lam: float) -> ProxFit:
+    """The b_i subproblem of (4.1) with W_i^{k+1} = ``weight``: x = b_i as a column, A b = 1 b^T,
+    c = F_i (W_i^{k+1})^T, x_k = b_i^k."""
+    return ProxFit(apply=lambda b: b.T, adjoint=lambda r: r.sum(0)[:, None], offset=inputs @ weight.T,
+                   activation=activation, target=target, anchor=bias[:, None], lam=lam, row_axis=1)
+
+
+def neuron_fit(weight, bias, activation: Activation, target, anchor, lam: float) -> ProxFit:
+    """BCD's neuron subproblem (section 3.3) after its quadratic terms are merged: x = F_i,
+    A F = F W_i^T, c = b_i."""
+    return ProxFit(apply=lambda f: f @ weight.T, adjoint=lambda r: r @ weight,
+                   offset=0.0 if bias is None else bias, activation=activation, target=target,
+                   anchor=anchor, lam=lam, row_axis=0)
+
+
+def nonlinear_cg(problem: ProxFit, x0: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iters`` iterations of Polak-Ribiere+ nonlinear conjugate gradient on ``problem`` from
+    x0 (the paper solves (4.1) this way, with 5 iterations), every row of x at once:
+
+        d_0 = -g_0,   x_{k+1} = x_k + t_k d_k   (t_k by :meth:`ProxFit.line_step`),
+        beta_k = max(0, g_{k+1}.(g_{k+1} - g_k) / g_k.g_k),   d_{k+1} = -g_{k+1} + beta_k d_k.
+
+    The step t_k takes the sign of -g.d, so a direction that does not descend is walked
+    backwards, and phi never increases."""
+    point = problem.evaluate(x0)
+    direction = -point.grad
+    squared = _rowdot(point.grad, point.grad)
+    slope = -squared
+    for _ in range(iters):
+        new = problem.line_step(point, direction, slope)
+        new_squared = _rowdot(new.grad, new.grad)
+        beta = _safe_divide(new_squared - _rowdot(new.grad, point.grad), squared).clamp_min(0)
+        direction = beta * direction - new.grad
+        slope = _rowdot(new.grad, direction)
+        point, squared = new, new_squared
+    return point.x
+
+
+def prox_layer(inputs, weight, bias, activation: Activation, target, lam: float, cg_iters: int,
+               threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One layer's update (4.1): W_i^{k+1}, then b_i^{k+1} with W_i^{k+1}, each by ``cg_iters``
+    nonlinear CG iterations from its current value. With ``threshold`` = lam gamma > 0 each
+    is then soft-thresholded: the exact proximal step of gamma ||.||_1 with weight 1/(2 lam)
+    taken from the smooth solution, the l1 variant of Remark 4.1 and section 5.5."""
+    weight = soft_threshold(nonlinear_cg(weight_fit(inputs, weight, bias, activation, target, lam),
+                                         weight, cg_iters), threshold)
+    if bias is not None:
+        problem = bias_fit(inputs, weight, bias, activation, target, lam)
+        bias = soft_threshold(nonlinear_cg(problem, bias[:, None], cg_iters)[:, 0], threshold)
+    return weight, bias
+
+
+def prox_linear_layer(inputs, weight, bias, target, lam: float, cg_iters: int
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """ProxBP's update (section 3.2) of one layer, its bias included:
+    theta = [W, b] = argmin ||[F, 1] theta^T - T||^2 + ||theta - theta_k||^2 / (2 lam), i.e.
+    theta (2 [F, 1]^T [F, 1] + I / lam) = 2 T^T [F, 1] + theta_k / lam, by ``cg_iters``
+    linear CG iterations (:func:`linear_cg`) from theta_k."""
+    design, theta = inputs, weight
+    if bias is not None:
+        design = torch.cat([inputs, inputs.new_ones(len(inputs), 1)], 1)
+        theta = torch.cat([weight, bias[:, None]], 1)
+    theta = linear_cg(lambda t: torch.addmm(t, (design @ t.T).T, design, beta=1 / lam, alpha=2),
+                      torch.addmm(theta, target.T, design, beta=1 / lam, alpha=2), theta, cg_iters)
+    if bias is None:
+        return theta, None
+    return theta[:, :-1], theta[:, -1]
+
+
+# --- the optimizers --------------------------------------------------------------------------
+
+def _positive(name: str, value, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}; {hint}")
+    return float(value)
+
+
+def _iterations(cg_iters) -> int:
+    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
+        raise ValueError(f"cg_iters must be an integer >= 1, got {cg_iters!r}; the paper uses 5")
+    return cg_iters
+
+
+def _batch(closure, method: str):
+    if not all(hasattr(closure, name) for name in ("inputs", "targets", "loss_fn")):
+        raise ValueError(
+            f"{method}.step needs the mini-batch and the loss: pass a closure with attributes inputs, "
+            "targets and loss_fn (loss_fn(output, targets) -> loss), such as ibtools.train.BatchClosure, "
+            "or train with ibtools.train.train")
+    return closure.inputs, closure.targets, closure.loss_fn
+
+
+class _DenseOptimizer(torch.optim.Optimizer):
+    """Holds the model's dense layers; ``step`` copies the new weights in."""
+
+    def __init__(self, model: nn.Module, defaults: dict):
+        self.stack = dense_stack(model, type(self).__name__)
+        params = [p for linear in self.stack.linears for p in (linear.weight, linear.bias) if p is not None]
+        super().__init__(params, defaults)
+
+    def _store(self, layer: int, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        linear = self.stack.linears[layer]
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+
+
+class SIBP(_DenseOptimizer):
+    """Semi-implicit back propagation, Algorithm 1. Each ``step(closure)`` on the batch
+    (X, Y) = (closure.inputs, closure.targets) (Remark 4.2: any mini-batch):
+
+    1. forward pass (2.1), keeping F_i and G_{i+1};
+    2. delta_N = dL/dF_N and the half step F_N^{k+1/2} = F_N - eta delta_N, eta = ``lr``;
+    3. for i = N-1 ... 1: (W_i, b_i) by the proximal subproblems (4.1) with proximal parameter
+       lambda_i = ``lam`` toward F_{i+1}^{k+1/2}, each by ``cg_iters`` nonlinear CG iterations
+       (:func:`prox_layer`); then delta_i = (W_i^{k+1})^T (sigma'(G_{i+1}) * delta_{i+1}) and
+       F_i^{k+1/2} = F_i - eta delta_i (4.2).
+
+    ``l1`` = gamma > 0 adds gamma (||W_i||_1 + ||b_i||_1) to (4.1) (Remark 4.1, section 5.5),
+    which zeroes weights exactly. Any loss differentiable in the network output works.
+    ``step`` returns the batch loss at the weights it started from.
+    """
+
+    def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5, l1: float = 0.0):
+        if isinstance(l1, bool) or not isinstance(l1, numbers.Real) or not math.isfinite(l1) or l1 < 0:
+            raise ValueError(f"l1 must be a finite number >= 0, got {l1!r}; pass l1=0.0 for no l1 penalty")
+        defaults = dict(lr=check_lr(lr), lam=_positive("lam", lam, "the paper's lambda, e.g. lam=1.0"),
+                        cg_iters=_iterations(cg_iters), l1=float(l1))
+        super().__init__(model, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        inputs, targets, loss_fn = _batch(closure, "SIBP")
+        group = self.param_groups[0]
+        eta, lam, iters = group["lr"], group["lam"], group["cg_iters"]
+        stack = self.stack
+        neurons, pre = forward(stack, stack.inputs(inputs))
+        loss, delta = output_gradient(loss_fn, neurons[-1], targets)
+        for i in reversed(range(len(stack.linears))):
+            linear, activation = stack.linears[i], stack.activations[i]
+            weight, bias = prox_layer(neurons[i], linear.weight, linear.bias, activation,
+                                      neurons[i + 1] - eta * delta, lam, iters, lam * group["l1"])
+            if i > 0:
+                delta = propagate_error(delta, pre[i], activation, weight)
+            self._store(i, weight, bias)
+        return loss
+
+
+class ProxBP(_DenseOptimizer):
+    """Proximal back propagation (section 3.2). Each ``step(closure)``: a forward pass (2.1),
+    the gradients dJ/dG_{i+1} of every pre-activation by back propagation (3.1) at the current
+    weights, and for every layer
+
+        (W_i, b_i) = argmin ||F_i W^T + b - (G_{i+1} - eta dJ/dG_{i+1})||^2
+                            + (||W - W_i^k||^2 + ||b - b_i^k||^2) / (2 lambda)
+
+    with eta = ``lr`` and lambda = ``lam``, by ``cg_iters`` linear CG iterations
+    (:func:`prox_linear_layer`; the paper uses 5). The layers update independently (Jacobi
+    type, Table 1). Any differentiable loss; returns the batch loss before the update.
+    """
+
+    def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5):
+        defaults = dict(lr=check_lr(lr), lam=_positive("lam", lam, "the paper's lambda, e.g. lam=1.0"),
+                        cg_iters=_iterations(cg_iters))
+        super().__init__(model, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        inputs, targets, loss_fn = _batch(closure, "ProxBP")
+        group = self.param_groups[0]
+        eta = group["lr"]
+        stack = self.stack
+        neurons, pre = forward(stack, stack.inputs(inputs))
+        loss, grad_neurons = output_gradient(loss_fn, neurons[-1], targets)
+        for i in reversed(range(len(stack.linears))):
+            linear, activation = stack.linears[i], stack.activations[i]
+            grad_pre = activation.slope(pre[i]) * grad_neurons
+            if i > 0:
+                grad_neurons = grad_pre @ linear.weight
+            weight, bias = prox_linear_layer(neurons[i], linear.weight, linear.bias, pre[i] - eta * grad_pre,
+                                             group["lam"], group["cg_iters"])
+            self._store(i, weight, bias)
+        return loss
+
+
+# The losses whose value is scale * mean((output - target)^2), for BCD's closed-form output step.
+_SQUARED_LOSSES = {least_squares: 0.5, mean_squared_error: 1.0, nnf.mse_loss: 1.0}
+
+
+def _example_keys(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One number per example, a fixed random projection of its input and target, by which
+    BCD finds its neurons again when the training loop reshuffles the batch."""
+    rows = torch.cat([inputs.reshape(len(inputs), -1), targets.reshape(len(targets), -1)], 1).to(torch.float64)
+    projection = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return rows @ projection.to(rows.device)
+
+
+class BCD(_DenseOptimizer):
+    """Block coordinate descent on the penalised merit function (section 3.3, after Zeng et
+    al. 2019), with the neurons F_2 ... F_N of every training example as variables:
+
+        J_BCD = L(F_N, Y) + gamma / (2B) sum_i ||F_{i+1} - sigma(F_i W_i^T + b_i)||^2.
+
+    The penalty is averaged over the B examples like the loss, so gamma does not depend on
+    the size of the training set. One ``step(closure)`` sweeps from the top, with
+    lambda = ``lam``:
+
+    * F_N = argmin L(F_N, Y) + gamma/(2B) ||F_N - sigma(G_N)||^2, in closed form for a
+      squared loss (the losses ``least_squares`` and ``mse`` of ibtools.train);
+    * for i = N-1 ... 1: (W_i, b_i) = argmin gamma/(2B) ||sigma(F_i W^T + b) - F_{i+1}||^2
+      + ||W - W_i^k||^2 / (2 lambda) (W first, then b), by ``cg_iters`` nonlinear CG iterations;
+      then, for i >= 2, F_i = argmin gamma/(2B) (||F_{i+1} - sigma(F W_i^T + b_i)||^2
+      + ||F - sigma(F_{i-1} W_{i-1}^T + b_{i-1})||^2) + ||F - F_i^k||^2 / (2 lambda B), likewise.
+
+    The neurons start from a forward pass at the first step. BCD is full batch: every step
+    must see the same examples (in any order, as ``train`` reshuffles them), so train it with
+    ``batch_size`` equal to the training set's size. It lowers J_BCD (:meth:`merit`) at every
+    step, not necessarily the network's loss (Table 1). Returns the network's loss before
+    the update.
+    """
+
+    def __init__(self, model: nn.Module, gamma: float = 1.0, lam: float = 1.0, cg_iters: int = 5):
+        defaults = dict(gamma=_positive("gamma", gamma, "the penalty weight of J_BCD, e.g. gamma=1.0"),
+                        lam=_positive("lam", lam, "the proximal parameter lambda, e.g. lam=1.0"),
+                        cg_iters=_iterations(cg_iters))
+        super().__init__(model, defaults)
+        self._keys: torch.Tensor | None = None
+        self._neurons: list[torch.Tensor] = []  # F_2 ... F_N, rows in the order of self._keys
+
+    def _order(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """The permutation taking the stored examples to this batch's rows (None before the
+        first step); raises when the batch holds other examples."""
+        keys, order = torch.sort(_example_keys(inputs, targets))
+        if self._keys is None:
+            self._keys = keys
+            return order
+        scale = self._keys.abs().max().clamp_min(1.0)
+        if len(keys) != len(self._keys) or not torch.allclose(keys, self._keys, rtol=0, atol=1e-9 * scale):
+            raise ValueError(
+                f"BCD keeps every training example's neurons as variables (section 3.3), so it trains full "
+                f"batch: it first saw {len(self._keys)} examples and now a batch of {len(keys)} that are not "
+                "the same ones. Train it with batch_size equal to the training set's size")
+        return order
+
+    def _neurons_for(self, closure) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """F_1 ... F_N for this batch's rows, the targets and the row order."""
+        inputs, targets, _ = _batch(closure, "BCD")
+        x = self.stack.inputs(inputs)
+        first = self._keys is None
+        order = self._order(inputs, targets)
+        if first:
+            self._neurons = [f[order] for f in forward(self.stack, x)[0][1:]]
+        neurons = [torch.empty_like(f) for f in self._neurons]
+        for mine, stored in zip(neurons, self._neurons):
+            mine[order] = stored
+        return [x] + neurons, targets, order
+
+    @torch.no_grad()
+    def merit(self, closure) -> torch.Tensor:
+        """J_BCD at the current weights and neurons on the closure's batch."""
+        neurons, targets, _ = self._neurons_for(closure)
+        gamma = self.param_groups[0]["gamma"]
+        penalty = sum(((f_next - act.value(nnf.linear(f, linear.weight, linear.bias))) ** 2).sum()
+                      for f, f_next, linear, act in zip(neurons, neurons[1:], self.stack.linears,
+                                                        self.stack.activations))
+        return closure.loss_fn(neurons[-1], targets) + gamma / (2 * len(targets)) * penalty
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        _, targets, loss_fn = _batch(closure, "BCD")
+        if loss_fn not in _SQUARED_LOSSES:
+            raise ValueError(
+                "BCD updates the output neurons in closed form for a squared loss (section 3.3): train it "
+                "with loss='least_squares' or loss='mse' (one-hot targets for classes); got loss_fn "
+                f"{getattr(loss_fn, '__name__', loss_fn)!r}")
+        neurons, targets, order = self._neurons_for(closure)
+        group = self.param_groups[0]
+        gamma, lam, iters = group["gamma"], group["lam"], group["cg_iters"]
+        stack, batch = self.stack, len(neurons[0])
+        linears, activations = stack.linears, stack.activations
+        loss = loss_fn(forward(stack, neurons[0])[0][-1], targets)
+
+        def image(i: int) -> torch.Tensor:  # sigma(F_i W_i^T + b_i) at the current values
+            return activations[i].value(nnf.linear(neurons[i], linears[i].weight, linears[i].bias))
+
+        top = neurons[-1]
+        y = targets.reshape(top.shape).to(top)
+        fit = 2 * _SQUARED_LOSSES[loss_fn] * batch / top.numel()  # L = fit/(2B) ||F_N - Y||^2
+        neurons[-1] = (fit * y + gamma * image(len(linears) - 1)) / (fit + gamma)
+        for i in reversed(range(len(linears))):
+            weight, bias = prox_layer(neurons[i], linears[i].weight, linears[i].bias, activations[i],
+                                      neurons[i + 1], gamma * lam / (2 * batch), iters)
+            self._store(i, weight, bias)
+            if i > 0:
+                anchor = (gamma * lam * image(i - 1) + neurons[i]) / (gamma * lam + 1)
+                problem = neuron_fit(weight, bias, activations[i], neurons[i + 1], anchor,
+                                     gamma * lam / (2 * (gamma * lam + 1)))
+                neurons[i] = nonlinear_cg(problem, neurons[i], iters)
+        self._neurons = [f[order] for f in neurons[1:]]
+        return loss.detach()

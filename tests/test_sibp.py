@@ -1,0 +1,423 @@
+"""The math of ibtools.sibp (Liu & Zhang, *Semi-Implicit Back Propagation*): SIBP's descent
+(Theorem 4.1), the subproblems (4.1) solved to their optimality conditions, the linear CG of
+ProxBP against a direct solve, the no-move limits, l1 zeros (Remark 4.1), BCD's merit
+function (section 3.3), and all three methods training through ibtools.train.train.
+Gradients of the subproblems come from autograd, not from the derivations under test."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from ibtools import data, sibp
+from ibtools.models import MLP, Arctan
+from ibtools.train import LOSSES, BatchClosure, train
+
+F64 = torch.float64
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+property_test = settings(deadline=None, max_examples=25, derandomize=True)
+
+seeds = st.integers(0, 2**31 - 1)
+smooth = st.sampled_from(["identity", "tanh", "arctan", "sigmoid"])
+any_activation = st.sampled_from(["relu", "tanh", "arctan", "sigmoid"])
+ACTIVATION_MODULES = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                      "arctan": Arctan}
+
+
+def randn(gen, *shape, dtype=F64):
+    return torch.randn(*shape, generator=gen, dtype=F64).to(dtype)
+
+
+def activation(name):
+    return sibp.ACTIVATIONS[ACTIVATION_MODULES[name]]
+
+
+def network(seed, sizes, hidden="relu", dtype=F64):
+    """Flatten, then Linear layers with ``hidden`` after each but the last (as an MLP builds it)."""
+    torch.manual_seed(seed)
+    layers = [nn.Flatten()]
+    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(fan_in, fan_out)] + ([ACTIVATION_MODULES[hidden]()] if k < len(sizes) - 2 else [])
+    return nn.Sequential(*layers).to(dtype)
+
+
+def classification_batch(seed, batch, features, classes, dtype=F64):
+    gen = torch.Generator().manual_seed(seed)
+    return randn(gen, batch, features, dtype=dtype), torch.randint(0, classes, (batch,), generator=gen)
+
+
+def closure_for(model, optimizer, inputs, targets, loss="cross_entropy"):
+    return BatchClosure(model, LOSSES[loss], optimizer, inputs, targets)
+
+
+def weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def gradient(phi, x):
+    x = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(phi(x), x)
+    return grad
+
+
+def layer_problem(seed, kind, act, batch=12, n=5, m=4, lam=1.0, dtype=F64):
+    """A random W, b or neuron subproblem of moderate conditioning (inputs scaled 1/sqrt(n)):
+    the ProxFit, its starting point, and its objective written out from the paper's formula."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = randn(gen, batch, n, dtype=dtype) / n ** 0.5
+    weight, bias = randn(gen, m, n, dtype=dtype), randn(gen, m, dtype=dtype)
+    target = act.value(randn(gen, batch, m, dtype=dtype))
+
+    def fit(pre):
+        return ((act.value(pre) - target) ** 2).sum()
+
+    if kind == "weight":  # (4.1) for W_i
+        return (sibp.weight_fit(inputs, weight, bias, act, target, lam), weight,
+                lambda w: fit(inputs @ w.T + bias) + ((w - weight) ** 2).sum() / (2 * lam))
+    if kind == "bias":  # (4.1) for b_i, as a column
+        return (sibp.bias_fit(inputs, weight, bias, act, target, lam), bias[:, None],
+                lambda b: fit(inputs @ weight.T + b[:, 0]) + ((b[:, 0] - bias) ** 2).sum() / (2 * lam))
+    scaled = weight / n ** 0.5  # BCD's neurons F_i, anchored at ``inputs``
+    return (sibp.neuron_fit(scaled, bias, act, target, inputs, lam), inputs,
+            lambda f: fit(f @ scaled.T + bias) + ((f - inputs) ** 2).sum() / (2 * lam))
+
+
+# --- Theorem 4.1: a small SIBP step does not increase the loss -----------------------------
+
+@property_test
+@given(seed=seeds, hidden=any_activation, depth=st.integers(1, 3), width=st.integers(2, 8),
+       lam=st.sampled_from([0.1, 1.0, 10.0]), loss=st.sampled_from(["cross_entropy", "mse"]))
+def test_a_small_sibp_step_does_not_increase_the_loss(seed, hidden, depth, width, lam, loss):
+    model = network(seed, [3] + [width] * depth + [3], hidden)
+    inputs, labels = classification_batch(seed + 1, 10, 3, 3)
+    targets = labels if loss == "cross_entropy" else F.one_hot(labels, 3).to(F64)
+    optimizer = sibp.SIBP(model, lr=1e-3, lam=lam)
+    closure = closure_for(model, optimizer, inputs, targets, loss)
+    before = optimizer.step(closure)
+    with torch.no_grad():
+        after = LOSSES[loss](model(inputs), targets)
+    assert float(after) <= float(before)
+
+
+def test_sibp_step_returns_the_loss_before_the_update_and_descends():
+    model = network(0, [4, 6, 6, 3], "tanh")
+    inputs, targets = classification_batch(1, 20, 4, 3)
+    optimizer = sibp.SIBP(model, lr=0.05, lam=1.0)
+    closure = closure_for(model, optimizer, inputs, targets)
+    expected = float(closure())
+    returned = optimizer.step(closure)
+    assert not returned.requires_grad and float(returned) == pytest.approx(expected, rel=1e-12)
+    assert float(closure()) < expected
+
+
+# --- the subproblems: optimality and the solvers --------------------------------------------
+
+@property_test
+@given(seed=seeds, act=smooth, kind=st.sampled_from(["weight", "bias", "neuron"]),
+       lam=st.sampled_from([0.1, 1.0]))
+def test_nonlinear_cg_reaches_a_stationary_point_of_the_subproblem(seed, act, kind, lam):
+    problem, x0, phi = layer_problem(seed, kind, activation(act), lam=lam)
+    x = sibp.nonlinear_cg(problem, x0, 150)
+    assert gradient(phi, x).norm() <= 1e-7 * gradient(phi, x0).norm()
+    # the closed-form value and gradient the solver uses agree with autograd's
+    start = problem.evaluate(x0)
+    torch.testing.assert_close(start.value.sum(), phi(x0))
+    torch.testing.assert_close(start.grad, gradient(phi, x0))
+
+
+@property_test
+@given(seed=seeds, act=any_activation, kind=st.sampled_from(["weight", "bias", "neuron"]))
+def test_nonlinear_cg_never_increases_the_subproblem(seed, act, kind):
+    problem, x0, phi = layer_problem(seed, kind, activation(act), lam=10.0)
+    values = [float(phi(sibp.nonlinear_cg(problem, x0, k))) for k in range(7)]
+    assert all(b <= a for a, b in zip(values, values[1:]))
+
+
+@property_test
+@given(seed=seeds, n=st.integers(1, 6), m=st.integers(1, 5), lam=st.sampled_from([0.01, 1.0, 100.0]))
+def test_nonlinear_cg_with_a_linear_layer_is_the_direct_solve(seed, n, m, lam):
+    """With sigma = identity, (4.1) for W is W (2 F^T F + I/lam) = 2 (T - b)^T F + W_k / lam, and
+    nonlinear CG with its exact (Gauss-Newton) line search is linear CG: exact after n steps."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs, weight, bias = randn(gen, 9, n), randn(gen, m, n), randn(gen, m)
+    target = randn(gen, 9, m)
+    problem = sibp.weight_fit(inputs, weight, bias, activation("identity"), target, lam)
+    matrix = 2 * inputs.T @ inputs + torch.eye(n, dtype=F64) / lam
+    direct = torch.linalg.solve(matrix, (2 * (target - bias).T @ inputs + weight / lam).T).T
+    torch.testing.assert_close(sibp.nonlinear_cg(problem, weight, n + 2), direct, rtol=1e-7, atol=1e-8)
+
+
+@property_test
+@given(seed=seeds, n=st.integers(1, 8), rows=st.integers(1, 4))
+def test_linear_cg_against_a_direct_solve(seed, n, rows):
+    gen = torch.Generator().manual_seed(seed)
+    factor = randn(gen, n + 2, n)
+    matrix = factor.T @ factor + 0.1 * torch.eye(n, dtype=F64)
+    rhs, x0 = randn(gen, rows, n), randn(gen, rows, n)
+    x = sibp.linear_cg(lambda v: v @ matrix, rhs, x0, 3 * n)
+    torch.testing.assert_close(x, torch.linalg.solve(matrix, rhs.T).T, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_proxbp_layer_update_against_a_direct_solve(with_bias):
+    gen = torch.Generator().manual_seed(3)
+    inputs, weight, bias, target = randn(gen, 30, 6), randn(gen, 4, 6), randn(gen, 4), randn(gen, 30, 4)
+    lam = 0.5
+    design = torch.cat([inputs, torch.ones(30, 1, dtype=F64)], 1) if with_bias else inputs
+    theta = torch.cat([weight, bias[:, None]], 1) if with_bias else weight
+    matrix = 2 * design.T @ design + torch.eye(design.shape[1], dtype=F64) / lam
+    direct = torch.linalg.solve(matrix, (2 * target.T @ design + theta / lam).T).T
+    new_weight, new_bias = sibp.prox_linear_layer(inputs, weight, bias if with_bias else None, target, lam, 20)
+    torch.testing.assert_close(new_weight, direct[:, :6], rtol=1e-8, atol=1e-9)
+    if with_bias:
+        torch.testing.assert_close(new_bias, direct[:, 6], rtol=1e-8, atol=1e-9)
+    else:
+        assert new_bias is None
+
+
+def test_sibp_step_is_algorithm_1_built_from_its_pieces():
+    """Half step on top, (4.1) layer by layer from the top, error propagated with W^{k+1} (4.2)."""
+    model = network(5, [4, 5, 6, 3], "tanh")
+    inputs, targets = classification_batch(6, 15, 4, 3)
+    eta, lam = 0.7, 2.0
+    stack = sibp.dense_stack(model)
+    with torch.no_grad():
+        neurons, pre = sibp.forward(stack, inputs)
+        _, delta = sibp.output_gradient(F.cross_entropy, neurons[-1], targets)
+        expected = []
+        for i in (2, 1, 0):
+            linear, act = stack.linears[i], stack.activations[i]
+            w, b = sibp.prox_layer(neurons[i], linear.weight, linear.bias, act, neurons[i + 1] - eta * delta, lam, 5)
+            delta = sibp.propagate_error(delta, pre[i], act, w)
+            expected = [w, b] + expected
+    optimizer = sibp.SIBP(model, lr=eta, lam=lam)
+    optimizer.step(closure_for(model, optimizer, inputs, targets))
+    for got, want in zip(model.parameters(), expected):
+        torch.testing.assert_close(got.detach(), want)
+
+
+# --- the limits in which nothing moves ---------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda m: sibp.SIBP(m, lr=10.0, lam=1e-12),
+    lambda m: sibp.SIBP(m, lr=1e-12, lam=10.0),
+    lambda m: sibp.ProxBP(m, lr=10.0, lam=1e-12),
+    lambda m: sibp.ProxBP(m, lr=1e-12, lam=10.0),
+    lambda m: sibp.BCD(m, gamma=1.0, lam=1e-12),
+], ids=["sibp-lam", "sibp-eta", "proxbp-lam", "proxbp-eta", "bcd-lam"])
+def test_weights_do_not_move_in_the_no_move_limit(make):
+    model = network(2, [4, 8, 3])
+    inputs, labels = classification_batch(3, 16, 4, 3)
+    optimizer = make(model)
+    loss = "mse" if isinstance(optimizer, sibp.BCD) else "cross_entropy"
+    targets = F.one_hot(labels, 3).to(F64) if loss == "mse" else labels
+    before = weights(model)
+    optimizer.step(closure_for(model, optimizer, inputs, targets, loss))
+    for old, new in zip(before, model.parameters()):
+        assert (new - old).abs().max() <= 1e-9
+
+
+# --- l1 (Remark 4.1, section 5.5) -----------------------------------------------------------
+
+@property_test
+@given(x=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=20), threshold=st.floats(0, 10))
+def test_soft_threshold_is_the_l1_proximal_map(x, threshold):
+    """y = S_t(x) minimises (y - x)^2 / 2 + t |y|: x - y = t sign(y) where y != 0, |x| <= t where y = 0."""
+    x = torch.tensor(x, dtype=F64)
+    y = sibp.soft_threshold(x, threshold)
+    nonzero = y != 0
+    torch.testing.assert_close((x - y)[nonzero], threshold * torch.sign(y[nonzero]))
+    assert bool((x[~nonzero].abs() <= threshold).all())
+    closed_form = torch.where(x.abs() > threshold, x - threshold * torch.sign(x), torch.zeros_like(x))
+    torch.testing.assert_close(y, closed_form)
+
+
+def test_sibp_with_l1_zeroes_weights_exactly():
+    inputs, targets = classification_batch(4, 32, 4, 3)
+    zeros = {}
+    for l1 in (0.0, 0.3, 3.0):
+        model = network(4, [4, 16, 3])
+        optimizer = sibp.SIBP(model, lr=1.0, lam=1.0, l1=l1)
+        optimizer.step(closure_for(model, optimizer, inputs, targets))
+        zeros[l1] = sum(int((p == 0).sum()) for p in model.parameters())
+    assert zeros[0.0] == 0
+    assert 0 < zeros[0.3] < zeros[3.0]
+    assert zeros[3.0] == sum(p.numel() for p in model.parameters())  # lam * l1 exceeds every |w|
+
+
+# --- BCD -----------------------------------------------------------------------------------
+
+def one_hot_batch(seed, batch=40):
+    inputs, labels = classification_batch(seed, batch, 4, 3)
+    return inputs, F.one_hot(labels, 3).to(F64)
+
+
+def test_bcd_lowers_its_merit_function_every_step_whatever_the_order_of_the_batch():
+    model = network(7, [4, 10, 10, 3])
+    inputs, targets = one_hot_batch(8)
+    optimizer = sibp.BCD(model, gamma=1.0, lam=10.0)
+    gen = torch.Generator().manual_seed(0)
+    merits = []
+    for _ in range(8):
+        order = torch.randperm(len(inputs), generator=gen)
+        closure = closure_for(model, optimizer, inputs[order], targets[order], "mse")
+        merits.append(float(optimizer.merit(closure)))
+        optimizer.step(closure)
+    assert all(b <= a for a, b in zip(merits, merits[1:]))
+    assert merits[-1] < 0.5 * merits[0]
+
+
+def test_bcd_steps_are_the_same_for_a_reshuffled_batch():
+    inputs, targets = one_hot_batch(9)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(1))
+    results = []
+    for second in (torch.arange(len(inputs)), order):
+        model = network(9, [4, 8, 3])
+        optimizer = sibp.BCD(model, gamma=1.0, lam=1.0)
+        optimizer.step(closure_for(model, optimizer, inputs, targets, "mse"))
+        optimizer.step(closure_for(model, optimizer, inputs[second], targets[second], "mse"))
+        results.append(weights(model))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_bcd_refuses_a_different_batch_and_a_non_squared_loss():
+    model = network(0, [4, 8, 3])
+    inputs, targets = one_hot_batch(10)
+    optimizer = sibp.BCD(model)
+    optimizer.step(closure_for(model, optimizer, inputs, targets, "mse"))
+    with pytest.raises(ValueError, match="batch_size equal to the training set"):
+        optimizer.step(closure_for(model, optimizer, inputs[:20], targets[:20], "mse"))
+    inputs, labels = classification_batch(10, 40, 4, 3)
+    fresh = sibp.BCD(network(0, [4, 8, 3]))
+    with pytest.raises(ValueError, match="loss='least_squares' or loss='mse'"):
+        fresh.step(closure_for(model, fresh, inputs, labels, "cross_entropy"))
+
+
+# --- training through the common loop ---------------------------------------------------------
+
+@dataclass
+class Split:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def iris(dtype, one_hot=False):
+    d = data.load("iris")
+    labels = (lambda y: F.one_hot(y, 3).to(dtype)) if one_hot else (lambda y: y)
+    return Split(d.x_train.to(dtype), labels(d.y_train), d.x_test.to(dtype), labels(d.y_test))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("method", ["SIBP", "ProxBP", "BCD"])
+def test_each_method_trains_iris_through_the_common_loop(method, dtype):
+    makers = {"SIBP": lambda m: sibp.SIBP(m, lr=3.0, lam=0.1),
+              "ProxBP": lambda m: sibp.ProxBP(m, lr=1.0, lam=10.0),
+              "BCD": lambda m: sibp.BCD(m, gamma=1.0, lam=10.0)}
+    full_batch = method == "BCD"
+    torch.manual_seed(0)
+    model = MLP([4, 16, 3], ["relu", "identity"]).to(dtype)
+    result = train(model, iris(dtype, one_hot=full_batch), makers[method],
+                   loss="mse" if full_batch else "cross_entropy", epochs=30 if full_batch else 10,
+                   batch_size=120 if full_batch else 16, seed=0, device="cpu")
+    epochs = [row for row in result.rows if row["kind"] == "epoch"]
+    assert not result.diverged
+    assert epochs[-1]["train_loss"] < 0.25 * epochs[0]["train_loss"]
+    assert all(p.dtype == dtype for p in model.parameters())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["SIBP", "ProxBP"])
+def test_float32_on_every_device_matches_float64(method, device):
+    make = {"SIBP": lambda m: sibp.SIBP(m, lr=5.0, lam=1.0),
+            "ProxBP": lambda m: sibp.ProxBP(m, lr=1.0, lam=1.0)}[method]
+    inputs, targets = classification_batch(11, 32, 4, 3)
+    results = []
+    for dtype, where in ((F64, "cpu"), (torch.float32, device)):
+        model = network(11, [4, 12, 12, 3], "tanh").to(dtype=dtype, device=where)
+        optimizer = make(model)
+        optimizer.step(closure_for(model, optimizer, inputs.to(where), targets.to(where)))
+        results.append([p.detach().to("cpu", F64) for p in model.parameters()])
+    for want, got in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+
+
+# --- models it accepts, and errors that name the fix -------------------------------------------
+
+def test_an_mlp_and_the_same_sequential_update_alike():
+    inputs, targets = classification_batch(12, 16, 4, 3)
+    torch.manual_seed(12)
+    mlp = MLP([4, 6, 3], ["tanh", "identity"]).to(F64)
+    nested = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 6), nn.Tanh()), nn.Identity(),
+                           nn.Linear(6, 3)).to(F64)
+    with torch.no_grad():
+        for mine, theirs in zip(nested.parameters(), mlp.parameters()):
+            mine.copy_(theirs)
+    for model in (mlp, nested):
+        optimizer = sibp.SIBP(model, lr=1.0)
+        optimizer.step(closure_for(model, optimizer, inputs, targets))
+    for a, b in zip(mlp.parameters(), nested.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_images_are_flattened_and_linear_layers_without_bias_work():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5, bias=False), nn.ReLU(), nn.Linear(5, 3)).to(F64)
+    gen = torch.Generator().manual_seed(13)
+    inputs, targets = randn(gen, 8, 1, 3, 4), torch.randint(0, 3, (8,), generator=gen)
+    for optimizer in (sibp.SIBP(model, lr=1.0), sibp.ProxBP(model, lr=1.0)):
+        closure = closure_for(model, optimizer, inputs, targets)
+        stack = sibp.dense_stack(model)
+        torch.testing.assert_close(sibp.forward(stack, stack.inputs(inputs))[0][-1], model(inputs))
+        before = float(closure())
+        optimizer.step(closure)
+        assert float(closure()) < before
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), "Conv2d"),
+    (nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)), "Dropout"),
+    (nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Tanh()), "Tanh"),
+    (nn.Linear(4, 3), "nn.Sequential"),
+    (nn.Sequential(nn.Flatten()), "no nn.Linear"),
+], ids=["conv", "dropout", "two-activations", "bare-linear", "no-linear"])
+def test_unsupported_models_are_refused_with_what_is_supported(model, message):
+    for method in (sibp.SIBP, sibp.ProxBP):
+        with pytest.raises(ValueError, match=message):
+            method(model, lr=0.1)
+    with pytest.raises(ValueError, match=message):
+        sibp.BCD(model)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=-1.0), "learning rate"), (dict(lr=0.0), "learning rate"), (dict(lr=float("nan")), "learning rate"),
+    (dict(lr=1.0, lam=-1.0), "lam"), (dict(lr=1.0, lam=0.0), "lam"),
+    (dict(lr=1.0, cg_iters=2.5), "cg_iters"), (dict(lr=1.0, cg_iters="5"), "cg_iters"),
+    (dict(lr=1.0, cg_iters=True), "cg_iters"), (dict(lr=1.0, cg_iters=0), "cg_iters"),
+])
+def test_bad_hyperparameters_are_refused(kwargs, message):
+    model = network(0, [4, 5, 3])
+    for method in (sibp.SIBP, sibp.ProxBP):
+        with pytest.raises(ValueError, match=message):
+            method(model, **kwargs)
+
+
+def test_other_bad_arguments_are_refused():
+    model = network(0, [4, 5, 3])
+    with pytest.raises(ValueError, match="l1"):
+        sibp.SIBP(model, lr=1.0, l1=-0.1)
+    with pytest.raises(ValueError, match="gamma"):
+        sibp.BCD(model, gamma=0.0)
+    with pytest.raises(ValueError, match="not its parameters"):
+        sibp.SIBP(model.parameters(), lr=1.0)
+    optimizer = sibp.SIBP(model, lr=1.0)
+    with pytest.raises(ValueError, match="BatchClosure"):
+        optimizer.step(lambda: torch.tensor(0.0))
+    inputs, targets = classification_batch(0, 4, 7, 3)
+    with pytest.raises(ValueError, match="takes 4 features"):
+        optimizer.step(closure_for(model, optimizer, inputs, targets))
