@@ -25,7 +25,6 @@ the paper's own Table 4 bound and its measured PyTorch overhead.
 # module, and dataclasses then cannot resolve string annotations.
 import math
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ibtools.bench import timed_blocks
 from ibtools.ib import solve_alpha
 from ibtools.ib_layers import bind
 from ibtools.models import AUTOENCODER_SIZES, IBAutoencoder, IBMNISTClassifier, MusicRNN
@@ -107,30 +107,6 @@ def training_step(model: nn.Module, arch: Architecture) -> Callable[[], None]:
         arch.loss(model(arch.inputs), arch.targets).backward()
         optimizer.step()
     return step
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_blocks(functions: dict, device: torch.device, blocks: int, number: int) -> dict:
-    """Seconds per call of each function, in blocks of ``number`` calls, the functions taking
-    turns block by block (their order alternating): {name: [seconds per call, one per block]}."""
-    for f in functions.values():
-        for _ in range(3):
-            f()
-    samples = {name: [] for name in functions}
-    order = list(functions)
-    for k in range(blocks):
-        for name in (order if k % 2 == 0 else order[::-1]):
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(number):
-                functions[name]()
-            sync(device)
-            samples[name].append((time.perf_counter() - start) / number)
-    return samples
 
 
 def alpha_time(arch: Architecture, device: torch.device) -> float:

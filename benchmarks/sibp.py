@@ -17,12 +17,12 @@ the step time times the 600 steps of a 60 000-example MNIST epoch.
 # No `from __future__ import annotations`: the CLI runs this file without registering it as a
 # module (as benchmarks/ib_overhead.py notes).
 import statistics
-import time
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ibtools.bench import timed_blocks
 from ibtools.models import MLP
 from ibtools.sibp import SIBP, ProxBP
 from ibtools.train import BatchClosure, resolve_device
@@ -37,35 +37,12 @@ METHODS = {  # the settings of Table 2: SGD lr 0.1, SIBP eta = lambda = 1, ProxB
 }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def training_step(sizes: list, make_optimizer, inputs, targets, device):
     torch.manual_seed(0)  # the same initial weights for every method
     model = MLP(sizes, ["relu"] * (len(sizes) - 2) + ["identity"]).to(device)
     optimizer = make_optimizer(model)
     closure = BatchClosure(model, F.cross_entropy, optimizer, inputs, targets)
     return lambda: optimizer.step(closure)
-
-
-def timed_blocks(functions: dict, device: torch.device, blocks: int, number: int) -> dict:
-    """Seconds per call of each function in blocks of ``number`` calls, the functions taking
-    turns block by block, their order alternating: {name: [seconds per call, one per block]}."""
-    for f in functions.values():
-        f()
-    samples = {name: [] for name in functions}
-    order = list(functions)
-    for k in range(blocks):
-        for name in (order if k % 2 == 0 else order[::-1]):
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(number):
-                functions[name]()
-            sync(device)
-            samples[name].append((time.perf_counter() - start) / number)
-    return samples
 
 
 def measure(device: torch.device | None = None, quick: bool = False) -> pd.DataFrame:
@@ -81,7 +58,7 @@ def measure(device: torch.device | None = None, quick: bool = False) -> pd.DataF
         deep = len(sizes) > 3
         blocks = (3 if deep else 5) if quick else (25 if deep else 60)
         steps = {method: training_step(sizes, make, inputs, targets, device) for method, make in METHODS.items()}
-        samples = timed_blocks(steps, device, blocks=blocks, number=2 if deep else 5)
+        samples = timed_blocks(steps, device, blocks=blocks, number=2 if deep else 5, warmup=1)
         row = {"network": name, "batch": BATCH}
         for method in METHODS:
             seconds = statistics.median(samples[method])
