@@ -1,0 +1,586 @@
+"""Chapter 4: semi-implicit back propagation (SIBP) against SGD, Adam, ProxBP and BCD.
+
+Liu & Zhang, *Semi-Implicit Back Propagation*, section 5. Every run trains through the
+common loop :func:`ibtools.train.train` with one of the update rules
+
+- ``"sgd"`` (torch.optim.SGD, no momentum), ``"adam"`` (torch.optim.Adam), where ``lr`` is
+  the learning rate and ``lam`` must be 0;
+- ``"sibp"`` (:class:`ibtools.sibp.SIBP`) and ``"proxbp"`` (:class:`ibtools.sibp.ProxBP`),
+  where ``lr`` is the gradient step eta and ``lam`` the proximal parameter lambda;
+- ``"bcd"`` (:class:`ibtools.sibp.BCD`), where ``lr`` is the penalty weight gamma of J_BCD
+  and ``lam`` its proximal parameter lambda.
+
+The paper trains every classifier with the softmax cross-entropy. BCD updates the output
+neurons in closed form and so needs a squared loss: BCD runs minimise the mean squared error
+to one-hot targets (``loss="mse"``) and classify by the largest output; their ``train_acc``
+and ``test_acc`` are those argmax accuracies, their ``train_loss`` and ``test_loss`` the
+squared error. BCD keeps every example's neurons as variables, so it is full batch
+(``batch_size=0``): one step per epoch. The other methods use mini-batches of 100 (the paper
+does not give its batch size).
+
+Initialisation. N(m, s) in the paper is read as mean m and standard deviation s (the
+convention of ``torch.nn.init.normal_``): with the variance reading, the 600-unit relu layers
+of Figures 4-6 would multiply the signal by 1.7 to 3 per layer and explode, whereas the paper
+describes vanishing gradients that ease as s grows from 0.01 to 0.03. Where a config has
+``init_std``, every weight and bias is drawn from N(0, init_std); otherwise the layers keep
+:class:`ibtools.models.MLP`'s Glorot-uniform weights and zero biases.
+
+Experiments (each with a ``reduced`` preset for the CPU and a ``full`` one with the paper's
+data, architecture and epochs):
+
+- ``sibp-vanishing`` (5.1, Figures 2-3): the scalar chain min sum_i (w7 ... w1 x_i - y_i)^2
+  over 10 random points, w_j ~ N(0.15, 0.01), by SIBP and SGD, stochastic (one point per
+  step) and full batch, recording the loss and |w1^{k+1} - w1^k| at every step.
+  :func:`power_gradient_table` tabulates the gradient of (w^7 - 1)^2 (Figure 2).
+- ``sibp-mnist`` (5.2, Table 2): 784-500-10 relu; SGD lr in {100, 10, 1, 0.1, 0.01}, SIBP
+  eta in {10, 1, 0.1} x lambda in {100, 10, 1, 0.1, 0.01}, ProxBP eta = 0.1 with the same
+  lambdas; training and test accuracy (:func:`accuracy_table`).
+- ``sibp-deep`` (5.2, Figures 4-7): 784-600^10-10 relu with N(0, 0.01), N(0, 0.025) and
+  N(0, 0.03) initialisations; training accuracy per epoch of SGD, ProxBP, BCD and SIBP, and
+  ||dJ/dW1|| (column ``grad_w1``: the norm of the gradient of the training loss over the whole
+  training set with respect to the first layer's weights, at every evaluation).
+- ``sibp-cifar`` (5.3, Figure 8): 3072-2000-500-10 relu on CIFAR-10, SIBP and ProxBP with
+  eta = 0.1 against Adam with a smaller step.
+- ``sibp-small`` (5.4, Figures 10-11): 784-500-10 on 10,000 MNIST training images and
+  784-1000-10 on 2,000 Fashion-MNIST images, SGD, ProxBP, BCD and SIBP.
+- ``sibp-cg`` (5.6, Figure 13): SIBP with 1, 2, 5 and 10 nonlinear CG iterations on the
+  3072-4000-1000-4000-10 network on CIFAR-10; ``train_time`` (seconds spent in the update
+  steps, evaluations excluded) at every evaluation puts accuracy against computation time.
+
+Every run records ``train_time`` at each evaluation. Hyper-parameters the paper does not
+state (SGD's rate in 5.1 and Figures 4-7, lambda outside Table 2, Adam's "smaller" step, the
+epochs of Figures 4-8 and 13) are set in the presets below and named there.
+
+Reduced scale (mnist-5k: 4,000 training and 1,000 test digits, offline): ``sibp-mnist`` keeps
+the network and the whole Table 2 grid, 2 epochs, 1 seed; ``sibp-deep`` keeps the 10 hidden
+layers of 600 units (their width sets what each initialisation does to the signal) on 500
+training digits for 3 epochs; ``sibp-cifar`` trains 784-1000-250-10 (the paper's three layers,
+half as wide) for 2 epochs; ``sibp-small`` trains on subsets of 1,000 digits (784-500-10) and
+400 digits (784-1000-10, standing in for Fashion-MNIST, which needs a download); ``sibp-cg``
+trains 784-256-64-256-10.
+
+Left out: the LeNet on CIFAR-10 (5.3, Figure 9) and the l1-pruned LeNet-5 (5.5, Figure 12)
+need SIBP on convolutional layers, which :mod:`ibtools.sibp` does not provide (it trains
+stacks of fully connected layers); the l1 variant itself is available to the dense runs
+through the ``l1`` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from .. import data, models
+from ..sibp import BCD, SIBP, ProxBP
+from ..train import LOSSES, check_lr, train
+from . import Experiment, register
+from .ch01_isgd import check_choice
+
+METHODS = ("sgd", "adam", "sibp", "proxbp", "bcd")
+PROXIMAL = ("sibp", "proxbp", "bcd")  # the methods with a proximal parameter lambda
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
+
+
+def _check_int(name: str, value, low: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}; {hint}")
+    return int(value)
+
+
+def _check_nonnegative(name: str, value, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}; {hint}")
+    return float(value)
+
+
+def _check_positive(name: str, value, hint: str) -> float:
+    if _check_nonnegative(name, value, hint) <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}; {hint}")
+    return float(value)
+
+
+def _check_lam(method: str, lam) -> None:
+    if method in PROXIMAL:
+        _check_positive("lam", lam, f"{method} needs its proximal parameter lambda, e.g. lam=1.0")
+    elif lam != 0:
+        raise ValueError(f"lam is the proximal parameter of {', '.join(PROXIMAL)}; {method} has none: "
+                         f"use lam=0.0 for {method}")
+
+
+def _timed_step(optimizer, closure, device: torch.device):
+    """optimizer.step(closure) and the seconds it took (the GPU's work included)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    loss = optimizer.step(closure)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return loss, time.perf_counter() - start
+
+
+# --- 5.1: the gradient vanishing example ----------------------------------------------------
+
+@dataclass(frozen=True)
+class VanishingConfig:
+    """One run on the scalar chain of section 5.1: min mean_i (w_depth ... w_1 x_i - y_i)^2
+    over ``points`` points. ``batch_size``: 1 (stochastic, one point per step, in a fresh
+    random order every pass) or ``points`` (full batch). ``lr``: SGD's learning rate or SIBP's
+    eta; ``lam``: SIBP's lambda (0 for SGD). The points: x_i ~ N(0, 1), y_i = x_i +
+    ``noise`` e_i with e_i ~ N(0, 1) (the paper draws them at random without saying how; with
+    these the best product of the weights is close to 1, the target of the problem (w^L - 1)^2
+    the section starts from); drawn from ``seed``, like the weights w_j ~ N(init_mean,
+    init_std)."""
+
+    method: str  # "sgd" | "sibp"
+    lr: float
+    lam: float = 0.0
+    seed: int = 0
+    batch_size: int = 1
+    steps: int = 600
+    depth: int = 7
+    points: int = 10
+    init_mean: float = 0.15
+    init_std: float = 0.01
+    noise: float = 0.1
+    cg_iters: int = 5
+
+
+def chain_data(points: int, noise: float, seed: int) -> data.Dataset:
+    """The random points of section 5.1 as a regression Dataset (test split = training split:
+    the example is about optimisation)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(points, 1, generator=generator)
+    y = x + noise * torch.randn(points, 1, generator=generator)
+    return data.Dataset(name="chain", x_train=x, y_train=y, x_test=x, y_test=y, task="regression",
+                        n_classes=None, source=f"{points} random points, seed {seed}")
+
+
+def scalar_chain(depth: int, mean: float, std: float) -> nn.Sequential:
+    """w_depth ... w_1 x: ``depth`` bias-free 1 -> 1 linear layers, weights ~ N(mean, std)."""
+    chain = nn.Sequential(*[nn.Linear(1, 1, bias=False) for _ in range(depth)])
+    for layer in chain:
+        nn.init.normal_(layer.weight, mean, std)
+    return chain
+
+
+class _FirstWeightSteps:
+    """Wraps an optimizer; records w1 before every step and |w1^{k+1} - w1^k| after it."""
+
+    def __init__(self, optimizer, weight: torch.Tensor):
+        self.optimizer, self.weight, self.records = optimizer, weight, []
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure):
+        before = float(self.weight.detach().reshape(-1)[0])
+        loss = self.optimizer.step(closure)
+        after = float(self.weight.detach().reshape(-1)[0])
+        self.records.append((before, abs(after - before)))
+        return loss
+
+
+def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
+    """Train the chain; rows of kind "step" carry ``loss`` (the batch loss before the step),
+    ``w1`` (before it) and ``w1_step`` = |w1^{k+1} - w1^k|; rows of kind "epoch" the loss over
+    all points (one epoch = one pass over the points)."""
+    check_choice("method", config.method, ("sgd", "sibp"))
+    check_lr(config.lr)
+    _check_lam("sibp" if config.method == "sibp" else "sgd", config.lam)
+    depth = _check_int("depth", config.depth, 1, "the paper's chain has 7 weights")
+    points = _check_int("points", config.points, 1, "the paper uses 10 points")
+    if config.batch_size not in (1, points):
+        raise ValueError(f"batch_size must be 1 (stochastic) or points={points} (full batch), "
+                         f"got {config.batch_size}")
+    steps = _check_int("steps", config.steps, 1, "e.g. steps=600")
+    if steps % (points // config.batch_size):
+        raise ValueError(f"steps must be a whole number of passes over the points: a multiple of "
+                         f"{points // config.batch_size}, got {steps}")
+    _check_positive("init_std", config.init_std, "the paper's N(0.15, 0.01) has init_std=0.01")
+    _check_nonnegative("noise", config.noise, "e.g. noise=0.1")
+    _check_int("cg_iters", config.cg_iters, 1, "the paper uses 5")
+    dataset = chain_data(points, config.noise, config.seed)
+    torch.manual_seed(config.seed)
+    model = scalar_chain(depth, config.init_mean, config.init_std)
+    holder = {}
+
+    def make_optimizer(m):
+        inner = (SIBP(m, config.lr, lam=config.lam, cg_iters=config.cg_iters) if config.method == "sibp"
+                 else torch.optim.SGD(m.parameters(), lr=config.lr))
+        holder["opt"] = _FirstWeightSteps(inner, m[0].weight)
+        return holder["opt"]
+
+    result = train(model, dataset, make_optimizer, loss="mse", epochs=steps * config.batch_size // points,
+                   batch_size=config.batch_size, seed=config.seed, device=device)
+    records = holder["opt"].records
+    for row in result.rows:
+        if row["kind"] == "step":
+            row["w1"], row["w1_step"] = records[row["step"]]
+    return result.rows
+
+
+def power_gradient_table(power: int = 7, low: float = -1.5, high: float = 1.5, count: int = 301) -> pd.DataFrame:
+    """Figure 2: f(w) = (w^power - 1)^2 with every weight equal to w, its gradient
+    f'(w) = 2 power w^(power-1) (w^power - 1), and the paper's regimes: "vanishing" for
+    |w| <= 0.8, "explosion" outside [-0.8, 1.2], "moderate" in between."""
+    w = np.linspace(low, high, count)
+    gradient = 2 * power * w ** (power - 1) * (w ** power - 1)
+    regime = np.where(np.abs(w) <= 0.8, "vanishing", np.where((w < -0.8) | (w > 1.2), "explosion", "moderate"))
+    return pd.DataFrame({"w": w, "f": (w ** power - 1) ** 2, "gradient": gradient,
+                         "abs_gradient": np.abs(gradient), "regime": regime})
+
+
+# (method, batch_size) -> (lr, lam). SIBP's eta and lambda and SGD's rate are not in the
+# paper; these are the largest, on a grid of 1-3-10 steps, that do not diverge on the seed-0
+# points (SGD at lr=1 diverges in full batch; SIBP at twice these eta or ten times lambda
+# leaves the vanishing region and then overshoots).
+VANISHING_STEPS = {("sgd", 1): (0.3, 0.0), ("sgd", 10): (0.3, 0.0),
+                   ("sibp", 1): (0.003, 1e4), ("sibp", 10): (0.01, 1e4)}
+
+
+def vanishing_configs(scale, lrs=None, methods=None, seeds=None):
+    """SGD and SIBP, stochastic and full batch; 600 steps (reduced) or 3,000 (full: past the
+    1,000 steps after which the paper sees SGD's loss drop), one seed."""
+    steps = 3000 if scale == "full" else 600
+    configs = []
+    for method in methods or ("sgd", "sibp"):
+        for batch_size in (1, 10):
+            lr, lam = VANISHING_STEPS[(method, batch_size)]
+            configs += [VanishingConfig(method=method, lr=rate, lam=lam, seed=s, batch_size=batch_size, steps=steps)
+                        for rate in (lrs or [lr]) for s in range(seeds if seeds is not None else 1)]
+    return configs
+
+
+# --- the classification runs ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SIBPRunConfig:
+    """One classifier run. ``sizes``: the layer widths from input to output (relu between
+    layers, none on the output). ``batch_size``: 0 for full batch (BCD must). ``train_size``:
+    a subset of that many training examples (the same for every method and seed), None for
+    all. ``init_std``: N(0, init_std) for every weight and bias, None for Glorot-uniform.
+    ``record_grad``: add ``grad_w1`` = ||dJ/dW1|| at every evaluation."""
+
+    method: str  # "sgd" | "adam" | "sibp" | "proxbp" | "bcd"
+    lr: float  # SGD/Adam learning rate; SIBP/ProxBP eta; BCD gamma
+    lam: float = 0.0  # SIBP/ProxBP/BCD lambda; 0 for SGD/Adam
+    seed: int = 0
+    dataset: str = "mnist-5k"
+    sizes: tuple = (784, 500, 10)
+    init_std: float | None = None
+    epochs: int = 1
+    batch_size: int = 100
+    cg_iters: int = 5
+    l1: float = 0.0
+    train_size: int | None = None
+    evals_per_epoch: int = 1
+    record_grad: bool = False
+
+
+@functools.lru_cache(maxsize=8)
+def load_subset(name: str, train_size: int | None) -> data.Dataset:
+    """Dataset ``name`` with its first ``train_size`` training examples after a fixed
+    shuffle (seed 0), loaded once per process."""
+    check_choice("dataset", name, DATASETS)
+    loaded = data.load(name)
+    if train_size is None:
+        return loaded
+    n = len(loaded.x_train)
+    if train_size > n:
+        raise ValueError(f"train_size={train_size} is more than the {n} training examples of {name}; "
+                         f"use train_size <= {n} or None for all")
+    keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:train_size]
+    return dataclasses.replace(loaded, x_train=loaded.x_train[keep], y_train=loaded.y_train[keep],
+                               source=f"{loaded.source}; {train_size} training examples (seed 0)")
+
+
+def build_network(sizes: tuple, init_std: float | None) -> models.MLP:
+    """The relu MLP ``sizes`` (linear output), with N(0, init_std) weights and biases if given."""
+    net = models.MLP(list(sizes), ["relu"] * (len(sizes) - 2) + ["identity"])
+    if init_std is not None:
+        with torch.no_grad():
+            for parameter in net.parameters():
+                parameter.normal_(0.0, init_std)
+    return net
+
+
+def check_config(config: SIBPRunConfig) -> None:
+    """Raise a ValueError naming the fix for anything unusable in ``config``."""
+    check_choice("method", config.method, METHODS)
+    check_lr(config.lr)
+    _check_lam(config.method, config.lam)
+    check_choice("dataset", config.dataset, DATASETS)
+    sizes = config.sizes
+    if (not isinstance(sizes, tuple) or len(sizes) < 2
+            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes)):
+        raise ValueError(f"sizes must be a tuple of at least two positive integers (input width, ..., "
+                         f"classes), e.g. (784, 500, 10); got {sizes!r}")
+    if config.init_std is not None:
+        _check_positive("init_std", config.init_std, "e.g. init_std=0.01 for N(0, 0.01), or None for Glorot")
+    _check_int("epochs", config.epochs, 1, "e.g. epochs=1")
+    _check_int("batch_size", config.batch_size, 0, "0 for full batch, e.g. batch_size=100")
+    _check_int("cg_iters", config.cg_iters, 1, "the paper uses 5")
+    _check_int("evals_per_epoch", config.evals_per_epoch, 1, "e.g. evals_per_epoch=1")
+    _check_nonnegative("l1", config.l1, "0 for no l1 penalty")
+    if config.l1 and config.method != "sibp":
+        raise ValueError(f"l1 is SIBP's l1 penalty (section 5.5); use l1=0.0 for {config.method}")
+    if config.train_size is not None:
+        _check_int("train_size", config.train_size, 1, "or None for the whole training set")
+    if config.method == "bcd" and config.batch_size != 0:
+        raise ValueError("BCD keeps every training example's neurons as variables, so it trains full batch: "
+                         f"use batch_size=0 for bcd, got {config.batch_size}")
+
+
+class _Recorder:
+    """Wraps an optimizer: times its steps and, after the steps at which the loop evaluates,
+    records the cumulative step time and optionally ||dJ/dW1|| and argmax accuracies."""
+
+    def __init__(self, optimizer, model, device, eval_steps, splits, loss, grad: bool, accuracy: bool):
+        self.optimizer, self.model, self.device, self.eval_steps = optimizer, model, device, eval_steps
+        self.splits, self.loss, self.grad, self.accuracy = splits, loss, grad, accuracy
+        self.steps, self.seconds, self.extras = 0, 0.0, {}
+        self._measure()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure):
+        loss, seconds = _timed_step(self.optimizer, closure, self.device)
+        self.seconds += seconds
+        self.steps += 1
+        if self.steps in self.eval_steps:
+            self._measure()
+        return loss
+
+    def _measure(self) -> None:
+        x_train, y_train, labels_train, x_test, labels_test = self.splits
+        extra = {"train_time": self.seconds}
+        if self.grad:
+            extra["grad_w1"] = first_layer_gradient_norm(self.model, x_train, y_train, self.loss)
+        if self.accuracy:
+            extra["train_acc"] = argmax_accuracy(self.model, x_train, labels_train)
+            extra["test_acc"] = argmax_accuracy(self.model, x_test, labels_test)
+        self.extras[self.steps] = extra
+
+
+def first_layer_gradient_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
+                              chunk: int = 2048) -> float:
+    """||dJ/dW1||: the Frobenius norm of the gradient, with respect to the first Linear
+    layer's weights, of the mean loss over all of (x, y)."""
+    weight = next(m for m in model.modules() if isinstance(m, nn.Linear)).weight
+    loss_fn, total = LOSSES[loss], torch.zeros_like(weight)
+    with torch.enable_grad():
+        for start in range(0, len(x), chunk):
+            xb, yb = x[start:start + chunk], y[start:start + chunk]
+            (g,) = torch.autograd.grad(loss_fn(model(xb), yb) * (len(xb) / len(x)), [weight])
+            total += g
+    return float(total.norm())
+
+
+@torch.no_grad()
+def argmax_accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> float:
+    correct = sum(float((model(x[s:s + chunk]).argmax(1) == labels[s:s + chunk]).sum())
+                  for s in range(0, len(x), chunk))
+    return correct / len(x)
+
+
+def _optimizer(config: SIBPRunConfig, model: nn.Module):
+    if config.method == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr)
+    if config.method == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.method == "sibp":
+        return SIBP(model, config.lr, lam=config.lam, cg_iters=config.cg_iters, l1=config.l1)
+    if config.method == "proxbp":
+        return ProxBP(model, config.lr, lam=config.lam, cg_iters=config.cg_iters)
+    return BCD(model, gamma=config.lr, lam=config.lam, cg_iters=config.cg_iters)
+
+
+def _evaluation_steps(n: int, batch_size: int, epochs: int, evals: int) -> set[int]:
+    """The step counts after which :func:`ibtools.train.train` evaluates."""
+    per_epoch = math.ceil(n / batch_size)
+    within = {math.ceil(k * per_epoch / evals) for k in range(1, evals + 1)}
+    return {(epoch - 1) * per_epoch + i for epoch in range(1, epochs + 1) for i in within}
+
+
+def run(config: SIBPRunConfig, device=None) -> list[dict]:
+    """Train one classifier; the tidy rows of :func:`ibtools.train.train` ("step": batch loss;
+    "epoch": train/test loss and accuracy), every "epoch" row with ``train_time`` and, with
+    ``record_grad``, ``grad_w1``; every row with ``loss_fn`` ("cross_entropy", or "mse" for BCD)."""
+    check_config(config)
+    dataset = load_subset(config.dataset, config.train_size)
+    if config.sizes[0] != dataset.n_features or config.sizes[-1] != dataset.n_classes:
+        raise ValueError(f"{config.dataset} has {dataset.n_features} input features and {dataset.n_classes} "
+                         f"classes: sizes must run from {dataset.n_features} to {dataset.n_classes}, "
+                         f"got {config.sizes}")
+    loss = "mse" if config.method == "bcd" else "cross_entropy"
+    labels_train, labels_test = dataset.y_train, dataset.y_test
+    if loss == "mse":  # one-hot targets for the squared loss
+        dataset = dataclasses.replace(dataset, y_train=nnf.one_hot(labels_train, dataset.n_classes).float(),
+                                      y_test=nnf.one_hot(labels_test, dataset.n_classes).float())
+    n = len(dataset.x_train)
+    batch_size = config.batch_size or n
+    torch.manual_seed(config.seed)  # the same initial weights for every method
+    model = build_network(config.sizes, config.init_std)
+    holder = {}
+
+    def make_optimizer(m):
+        dev = next(m.parameters()).device
+        splits = (dataset.x_train.to(dev), dataset.y_train.to(dev), labels_train.to(dev),
+                  dataset.x_test.to(dev), labels_test.to(dev))
+        holder["rec"] = _Recorder(_optimizer(config, m), m, dev,
+                                  _evaluation_steps(n, batch_size, config.epochs, config.evals_per_epoch),
+                                  splits, loss, grad=config.record_grad, accuracy=loss == "mse")
+        return holder["rec"]
+
+    result = train(model, dataset, make_optimizer, loss=loss, epochs=config.epochs, batch_size=batch_size,
+                   seed=config.seed, device=device, evals_per_epoch=config.evals_per_epoch)
+    extras = holder["rec"].extras
+    for row in result.rows:
+        row["loss_fn"] = loss
+        if row["kind"] == "epoch":
+            row.update(extras.get(row["step"], {}))
+    return result.rows
+
+
+def _configs(methods, params, seeds, **fixed) -> list[SIBPRunConfig]:
+    """Configs for every method in ``methods`` (in the order of ``params``), each over its
+    (lr, lam) pairs in ``params[method]``, and every seed in range(seeds)."""
+    return [SIBPRunConfig(method=m, lr=lr, lam=lam, seed=s, batch_size=0 if m == "bcd" else 100, **fixed)
+            for m in params if m in methods for lr, lam in params[m] for s in range(seeds)]
+
+
+def _check_methods(methods, allowed) -> tuple:
+    methods = tuple(methods or allowed)
+    for m in methods:
+        check_choice("method of this experiment", m, allowed)
+    return methods
+
+
+def _with_lrs(params: dict, lrs) -> dict:
+    """Replace every method's rates by ``lrs`` (each with the lambdas it had)."""
+    if not lrs:
+        return params
+    return {m: [(lr, lam) for lr in lrs for lam in dict.fromkeys(lam for _, lam in pairs)]
+            for m, pairs in params.items()}
+
+
+# 5.2, Table 2: the exact grid.
+TABLE2_LAMS = (100.0, 10.0, 1.0, 0.1, 0.01)
+TABLE2 = {
+    "sgd": [(lr, 0.0) for lr in (100.0, 10.0, 1.0, 0.1, 0.01)],
+    "proxbp": [(0.1, lam) for lam in TABLE2_LAMS],
+    "sibp": [(eta, lam) for eta in (10.0, 1.0, 0.1) for lam in TABLE2_LAMS],
+}
+
+
+def mnist_configs(scale, lrs=None, methods=None, seeds=None):
+    """Table 2: MNIST 60k, 50 epochs, 5 runs (full); mnist-5k, 2 epochs, 1 run (reduced)."""
+    full = scale == "full"
+    return _configs(_check_methods(methods, tuple(TABLE2)), _with_lrs(TABLE2, lrs),
+                    seeds if seeds is not None else (5 if full else 1),
+                    dataset="mnist" if full else "mnist-5k", sizes=(784, 500, 10), epochs=50 if full else 2)
+
+
+# Figures 4-7: the rates are not in the paper; SGD at 0.1, SIBP and ProxBP at Table 2's
+# eta = 0.1 with lambda = 1, BCD with gamma = lambda = 1.
+DEEP_STDS = (0.01, 0.025, 0.03)
+DEEP = {"sgd": [(0.1, 0.0)], "proxbp": [(0.1, 1.0)], "bcd": [(1.0, 1.0)], "sibp": [(0.1, 1.0)]}
+
+
+def deep_configs(scale, lrs=None, methods=None, seeds=None, init_stds=None):
+    """784-600^10-10 on MNIST 60k for 50 epochs (full) or on 500 mnist-5k digits for 3
+    epochs (reduced), each initialisation, one seed; ||dJ/dW1|| recorded."""
+    full = scale == "full"
+    methods = _check_methods(methods, tuple(DEEP))
+    return [c for std in (init_stds or DEEP_STDS) for c in _configs(
+        methods, _with_lrs(DEEP, lrs), seeds if seeds is not None else 1, dataset="mnist" if full else "mnist-5k",
+        sizes=(784,) + (600,) * 10 + (10,), init_std=std, epochs=50 if full else 3,
+        train_size=None if full else 500, record_grad=True)]
+
+
+# Figure 8: eta = 0.1 for SIBP and ProxBP (the paper's), lambda = 1; Adam's "smaller" step 1e-4.
+CIFAR = {"adam": [(1e-4, 0.0)], "proxbp": [(0.1, 1.0)], "sibp": [(0.1, 1.0)]}
+
+
+def cifar_configs(scale, lrs=None, methods=None, seeds=None):
+    """3072-2000-500-10 on CIFAR-10, 50 epochs (full); 784-1000-250-10 on mnist-5k, 2 epochs."""
+    full = scale == "full"
+    return _configs(_check_methods(methods, tuple(CIFAR)), _with_lrs(CIFAR, lrs),
+                    seeds if seeds is not None else 1, dataset="cifar10" if full else "mnist-5k",
+                    sizes=(3072, 2000, 500, 10) if full else (784, 1000, 250, 10), epochs=50 if full else 2)
+
+
+# 5.4: the four methods with Table 2's settings where it has them.
+SMALL = {"sgd": [(0.1, 0.0)], "proxbp": [(0.1, 1.0)], "bcd": [(1.0, 1.0)], "sibp": [(1.0, 1.0)]}
+SMALL_TASKS = {  # scale -> [(dataset, train_size, sizes)]
+    "full": [("mnist", 10000, (784, 500, 10)), ("fashion-mnist", 2000, (784, 1000, 10))],
+    "reduced": [("mnist-5k", 1000, (784, 500, 10)), ("mnist-5k", 400, (784, 1000, 10))],
+}
+
+
+def small_configs(scale, lrs=None, methods=None, seeds=None):
+    """20 epochs on 10,000 MNIST / 2,000 Fashion-MNIST images (full); 5 epochs on 1,000 and
+    400 mnist-5k digits (reduced)."""
+    methods = _check_methods(methods, tuple(SMALL))
+    return [c for dataset, size, sizes in SMALL_TASKS[scale] for c in _configs(
+        methods, _with_lrs(SMALL, lrs), seeds if seeds is not None else 1, dataset=dataset, sizes=sizes,
+        train_size=size, epochs=20 if scale == "full" else 5)]
+
+
+CG_ITERS = (1, 2, 5, 10)
+
+
+def cg_configs(scale, lrs=None, methods=None, seeds=None, cg_iters=None):
+    """SIBP (eta = 0.1, lambda = 1) with 1, 2, 5, 10 CG iterations: 3072-4000-1000-4000-10 on
+    CIFAR-10 for 20 epochs (full); 784-256-64-256-10 on mnist-5k for 2 epochs (reduced);
+    4 evaluations per epoch."""
+    _check_methods(methods, ("sibp",))
+    full = scale == "full"
+    return [SIBPRunConfig(method="sibp", lr=lr, lam=1.0, seed=s, cg_iters=k,
+                          dataset="cifar10" if full else "mnist-5k",
+                          sizes=(3072, 4000, 1000, 4000, 10) if full else (784, 256, 64, 256, 10),
+                          epochs=20 if full else 2, evals_per_epoch=4)
+            for k in (cg_iters or CG_ITERS) for lr in (lrs or [0.1])
+            for s in range(seeds if seeds is not None else 1)]
+
+
+# --- analysis -----------------------------------------------------------------------------------
+
+def accuracy_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 2's layout: per method, lr and lam, the mean over seeds of the final training and
+    test accuracy, NaN where any seed diverged (the paper's "/")."""
+    last = table[table["kind"] == "epoch"].sort_values("step", kind="stable")
+    keys = [c for c in ("dataset", "method", "lr", "lam", "seed") if c in last.columns]
+    last = last.groupby(keys, as_index=False).tail(1)
+    bad = last["diverged"].astype(bool)
+    last = last.assign(train_acc=last["train_acc"].where(~bad), test_acc=last["test_acc"].where(~bad))
+    group = [k for k in keys if k != "seed"]
+    return (last.groupby(group, sort=False)[["train_acc", "test_acc"]]
+            .agg(lambda s: s.mean(skipna=False)).reset_index())
+
+
+def _experiment(name: str, title: str, run_fn, configs, metric: str = "train_acc") -> Experiment:
+    return register(Experiment(name=name, chapter=4, title=title, run=run_fn, configs=configs, metric=metric))
+
+
+vanishing = _experiment("sibp-vanishing", "SIBP vs SGD on a 7-weight scalar chain: escaping vanishing gradients",
+                        run_vanishing, vanishing_configs, metric="loss")
+mnist = _experiment("sibp-mnist", "SIBP, ProxBP and SGD on MNIST 784-500-10 (Table 2)", run, mnist_configs)
+deep = _experiment("sibp-deep", "SIBP, BCD, ProxBP and SGD on a 784-600^10-10 network (Figures 4-7)",
+                   run, deep_configs)
+cifar = _experiment("sibp-cifar", "SIBP, ProxBP and Adam on a 3-layer dense network (Figure 8)", run, cifar_configs)
+small = _experiment("sibp-small", "SIBP, BCD, ProxBP and SGD on small training sets (Figures 10-11)",
+                    run, small_configs)
+cg = _experiment("sibp-cg", "SIBP with 1, 2, 5, 10 nonlinear CG iterations against time (Figure 13)",
+                 run, cg_configs)

@@ -1,0 +1,166 @@
+"""Chapter 4's experiments: the full presets hold the paper's values, every run function runs
+end to end on a tiny problem, the vanishing-gradient example shows the paper's point, and
+bad configs are refused with a message naming the fix."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ibtools.experiments import ch04_sibp as ch04
+
+EPOCH_COLUMNS = {"kind", "epoch", "step", "loss", "train_loss", "test_loss", "train_acc", "test_acc",
+                 "diverged", "train_time", "loss_fn"}
+
+
+def test_every_experiment_is_registered_with_both_presets():
+    from ibtools.experiments import EXPERIMENTS
+    for name in ("sibp-vanishing", "sibp-mnist", "sibp-deep", "sibp-cifar", "sibp-small", "sibp-cg"):
+        experiment = EXPERIMENTS[name]
+        assert experiment.chapter == 4
+        assert experiment.grid("full") and experiment.grid("reduced")
+
+
+def test_mnist_full_preset_is_table_2():
+    configs = ch04.mnist.grid("full")
+    assert {c.dataset for c in configs} == {"mnist"} and {c.epochs for c in configs} == {50}
+    assert {c.sizes for c in configs} == {(784, 500, 10)}
+    assert {c.seed for c in configs} == set(range(5))
+    pairs = {(c.method, c.lr, c.lam) for c in configs}
+    lams = {100.0, 10.0, 1.0, 0.1, 0.01}
+    assert pairs == ({("sgd", lr, 0.0) for lr in (100.0, 10.0, 1.0, 0.1, 0.01)}
+                     | {("proxbp", 0.1, lam) for lam in lams}
+                     | {("sibp", eta, lam) for eta in (10.0, 1.0, 0.1) for lam in lams})
+    assert len(configs) == 25 * 5
+    assert len(ch04.mnist.grid("reduced")) == 25  # the whole grid, one seed
+
+
+def test_other_full_presets_hold_the_papers_settings():
+    deep = ch04.deep.grid("full")
+    assert {c.sizes for c in deep} == {(784,) + (600,) * 10 + (10,)}
+    assert {c.init_std for c in deep} == {0.01, 0.025, 0.03}
+    assert {c.method for c in deep} == {"sgd", "proxbp", "bcd", "sibp"} and all(c.record_grad for c in deep)
+    assert all(c.batch_size == 0 for c in deep if c.method == "bcd")
+    cifar = ch04.cifar.grid("full")
+    assert {c.sizes for c in cifar} == {(3072, 2000, 500, 10)} and {c.dataset for c in cifar} == {"cifar10"}
+    assert {(c.method, c.lr) for c in cifar if c.method != "adam"} == {("sibp", 0.1), ("proxbp", 0.1)}
+    small = ch04.small.grid("full")
+    assert {(c.dataset, c.train_size, c.sizes) for c in small} == {
+        ("mnist", 10000, (784, 500, 10)), ("fashion-mnist", 2000, (784, 1000, 10))}
+    cg = ch04.cg.grid("full")
+    assert {c.cg_iters for c in cg} == {1, 2, 5, 10} and {c.sizes for c in cg} == {(3072, 4000, 1000, 4000, 10)}
+    vanishing = ch04.vanishing.grid("full")
+    assert {(c.method, c.batch_size) for c in vanishing} == {("sgd", 1), ("sgd", 10), ("sibp", 1), ("sibp", 10)}
+    assert all(c.depth == 7 and c.points == 10 and (c.init_mean, c.init_std) == (0.15, 0.01) for c in vanishing)
+
+
+def test_grid_axes_narrow_the_presets():
+    configs = ch04.mnist.grid("reduced", methods=["sibp"], lrs=[1.0], seeds=2)
+    assert {(c.method, c.lr) for c in configs} == {("sibp", 1.0)} and len(configs) == 5 * 2
+
+
+TINY = dict(dataset="mnist-5k", sizes=(784, 16, 10), train_size=200, epochs=1, batch_size=50)
+
+
+@pytest.mark.parametrize("method,lr,lam", [("sgd", 0.1, 0.0), ("adam", 1e-3, 0.0), ("sibp", 1.0, 1.0),
+                                           ("proxbp", 0.1, 1.0)])
+def test_run_returns_tidy_rows(method, lr, lam):
+    rows = ch04.run(ch04.SIBPRunConfig(method=method, lr=lr, lam=lam, **TINY))
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epochs) == 2 and all(EPOCH_COLUMNS <= set(r) for r in epochs)
+    assert len([r for r in rows if r["kind"] == "step"]) == 4
+    assert epochs[0]["train_time"] == 0 and epochs[-1]["train_time"] > 0
+    assert 0 <= epochs[-1]["train_acc"] <= 1 and epochs[-1]["loss_fn"] == "cross_entropy"
+
+
+def test_bcd_runs_full_batch_on_one_hot_targets_with_accuracies_and_gradient_norm():
+    config = ch04.SIBPRunConfig(method="bcd", lr=1.0, lam=1.0, dataset="mnist-5k", sizes=(784, 32, 32, 10),
+                                init_std=0.03, train_size=200, epochs=2, batch_size=0, record_grad=True)
+    rows = ch04.run(config)
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epochs) == 3 and all(r["loss_fn"] == "mse" for r in rows)
+    assert all(0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1 for r in epochs)
+    assert all(np.isfinite(r["grad_w1"]) and r["grad_w1"] >= 0 for r in epochs)
+
+
+def test_each_preset_runs_one_cut_down_config():
+    for experiment in (ch04.mnist, ch04.deep, ch04.cifar, ch04.small, ch04.cg):
+        config = next(c for c in experiment.grid("reduced") if c.method in ("sibp", "sgd"))
+        config = dataclasses.replace(config, sizes=(784,) + tuple(min(w, 32) for w in config.sizes[1:-1]) + (10,),
+                                     train_size=100, epochs=1, batch_size=50)
+        rows = experiment.run(config)
+        epochs = [r for r in rows if r["kind"] == "epoch"]
+        assert epochs and all(EPOCH_COLUMNS <= set(r) for r in epochs)
+        if config.record_grad:
+            assert all("grad_w1" in r for r in epochs)
+
+
+def test_vanishing_sibp_escapes_where_sgd_crawls():
+    base = dict(batch_size=10, steps=40)
+    sgd = ch04.run_vanishing(ch04.VanishingConfig(method="sgd", lr=0.3, **base))
+    sibp = ch04.run_vanishing(ch04.VanishingConfig(method="sibp", lr=0.01, lam=1e4, **base))
+    for rows in (sgd, sibp):
+        assert all({"loss", "w1", "w1_step"} <= set(r) for r in rows if r["kind"] == "step")
+    sgd_steps = max(r["w1_step"] for r in sgd if r["kind"] == "step")
+    sibp_steps = max(r["w1_step"] for r in sibp if r["kind"] == "step")
+    assert sibp_steps > 100 * sgd_steps
+    full = [r["train_loss"] for r in sibp if r["kind"] == "epoch"]
+    assert full[-1] < 0.5 * full[0] and not sibp[-1]["diverged"]
+    sgd_full = [r["train_loss"] for r in sgd if r["kind"] == "epoch"]
+    assert sgd_full[-1] > 0.99 * sgd_full[0]
+
+
+def test_vanishing_stochastic_logs_every_step():
+    rows = ch04.run_vanishing(ch04.VanishingConfig(method="sibp", lr=0.003, lam=1e4, steps=20))
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(20))
+    assert len([r for r in rows if r["kind"] == "epoch"]) == 3
+
+
+def test_power_gradient_table():
+    table = ch04.power_gradient_table()
+    row = table.iloc[(table["w"] - 0.5).abs().argmin()]
+    assert row["gradient"] == pytest.approx(14 * 0.5 ** 6 * (0.5 ** 7 - 1))
+    assert set(table["regime"]) == {"vanishing", "moderate", "explosion"}
+    assert table.loc[table["w"].abs() <= 0.8, "regime"].eq("vanishing").all()
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(method="rmsprop"), "unknown method"),
+    (dict(lr=-1.0), "learning rate"),
+    (dict(method="sibp", lam=0.0), "lam=1.0"),
+    (dict(lam=1.0), "lam=0.0 for sgd"),
+    (dict(method="bcd", lam=1.0), "batch_size=0"),
+    (dict(sizes=(784, 0, 10)), "sizes"),
+    (dict(sizes=(100, 10)), "sizes must run from 784 to 10"),
+    (dict(dataset="mnist-1k"), "unknown dataset"),
+    (dict(init_std=-0.1), "init_std"),
+    (dict(l1=0.1), "l1=0.0 for sgd"),
+    (dict(epochs=0), "epochs"),
+    (dict(cg_iters=0), "cg_iters"),
+    (dict(train_size=100000), "train_size"),
+])
+def test_bad_configs_raise_with_the_fix(change, match):
+    config = ch04.SIBPRunConfig(**{**dict(method="sgd", lr=0.1, **TINY), **change})
+    with pytest.raises(ValueError, match=match):
+        ch04.run(config)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(method="adam"), "unknown method"),
+    (dict(batch_size=3), "batch_size must be 1"),
+    (dict(steps=15), "multiple of 10"),
+    (dict(method="sibp", lam=0.0), "lam"),
+    (dict(init_std=0.0), "init_std"),
+])
+def test_bad_vanishing_configs_raise(change, match):
+    with pytest.raises(ValueError, match=match):
+        ch04.run_vanishing(ch04.VanishingConfig(**{**dict(method="sgd", lr=0.1), **change}))
+
+
+def test_accuracy_table_marks_diverged_runs():
+    import pandas as pd
+    table = pd.DataFrame([dict(kind="epoch", step=s, method="sgd", lr=lr, lam=0.0, seed=0, train_acc=a, test_acc=a,
+                               diverged=d) for lr, d in ((1.0, False), (100.0, True)) for s, a in ((0, 0.1), (5, 0.9))])
+    out = ch04.accuracy_table(table).set_index("lr")
+    assert out.loc[1.0, "train_acc"] == 0.9 and np.isnan(out.loc[100.0, "test_acc"])
