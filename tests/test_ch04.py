@@ -164,3 +164,16 @@ def test_accuracy_table_marks_diverged_runs():
                                diverged=d) for lr, d in ((1.0, False), (100.0, True)) for s, a in ((0, 0.1), (5, 0.9))])
     out = ch04.accuracy_table(table).set_index("lr")
     assert out.loc[1.0, "train_acc"] == 0.9 and np.isnan(out.loc[100.0, "test_acc"])
+
+
+def test_the_committed_reduced_results_are_reproduced_by_rerunning_one_of_their_sgd_runs():
+    from ibtools.experiments import load_results
+    for experiment in (ch04.mnist, ch04.deep):
+        table, provenance = load_results(experiment.name, "reduced")
+        assert provenance["command"] == f"python -m ibtools run {experiment.name} --out book/results"
+        config = next(c for c in experiment.grid("reduced") if c.method == "sgd" and c.lr == 0.1)
+        rows = [r for r in experiment.run(config) if r["kind"] == "epoch"]
+        stored = table[(table.kind == "epoch") & (table.method == "sgd") & (table.lr == 0.1)]
+        if config.init_std is not None:
+            stored = stored[stored.init_std == config.init_std]
+        assert rows[-1]["train_acc"] == pytest.approx(stored.sort_values("step")["train_acc"].iloc[-1], abs=1e-6)
