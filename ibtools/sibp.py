@@ -30,6 +30,16 @@ coordinate of b_i, one example of BCD's neurons), so the conjugate-gradient iter
 on all rows at once, each row with its own step length and conjugacy coefficient, as
 ProxBP's block conjugate gradient does. Everything is vectorised over examples and units
 and runs on the model's device and dtype (CPU or CUDA, float32 or float64).
+
+Convolutional networks (Remark 5.1). :class:`SIBP` also trains an ``nn.Sequential`` of
+``nn.Conv2d`` layers (each with one activation), max or average pooling, ``nn.Flatten`` and
+``nn.Linear`` layers (:func:`conv_stack`). A convolution stage is fitted by (4.1) with the
+convolution in place of the matrix product, its W then its b, each by a whole-tensor
+Polak-Ribiere+ CG with a backtracking line search (:func:`prox_conv_layer`,
+:func:`tensor_cg`), and passes the error down by (4.2) as the transposed convolution of
+sigma'(G) * delta with the new weights (:func:`propagate_conv_error`); a pooling stage has no
+parameters and passes it down by its vector-Jacobian product at the current forward values,
+a flatten stage reshapes it. ProxBP and BCD train fully connected networks only.
 """
 
 from __future__ import annotations
@@ -64,6 +74,14 @@ __all__ = [
     "prox_layer",
     "propagate_error",
     "prox_linear_layer",
+    "ConvBlock",
+    "ConvStack",
+    "conv_stack",
+    "conv_forward",
+    "TensorFit",
+    "tensor_cg",
+    "prox_conv_layer",
+    "propagate_conv_error",
     "SIBP",
     "ProxBP",
     "BCD",
@@ -163,8 +181,8 @@ def dense_stack(model: nn.Module, method: str = "SIBP") -> DenseStack:
         else:
             raise ValueError(
                 f"{method} trains {supported}; got {module!r} at position {position}. Convolutions and "
-                "pooling (the paper's Remark 5.1) are not supported here: train such networks with "
-                "torch.optim.SGD or Adam")
+                f"pooling (the paper's Remark 5.1) are supported by SIBP only (see conv_stack): train such "
+                "networks with SIBP, torch.optim.SGD or Adam")
     if not linears:
         raise ValueError(f"{method} found no nn.Linear layer in the model; it trains {supported}")
     return DenseStack(tuple(linears), tuple(activations), flatten)
@@ -382,6 +400,228 @@ def prox_linear_layer(inputs, weight, bias, target, lam: float, cg_iters: int
     return theta[:, :-1], theta[:, -1]
 
 
+# --- convolutional networks (Remark 5.1) ------------------------------------------------------
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+# Halvings of the Gauss-Newton step the whole-tensor line search of tensor_cg tries.
+_TENSOR_HALVINGS = 30
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """One stage of a convolutional network: ``kind`` is "conv" (nn.Conv2d then ``activation``),
+    "linear" (nn.Linear then ``activation``), "pool" (nn.MaxPool2d or nn.AvgPool2d, no
+    parameters) or "flatten" (nn.Flatten)."""
+
+    kind: str
+    module: nn.Module
+    activation: Activation = _IDENTITY
+
+    @property
+    def trained(self) -> bool:
+        return self.kind in ("conv", "linear")
+
+    def linear_part(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """G = conv(x, W) + b or x W^T + b, with the module's stride, padding, ... and the given W, b."""
+        if self.kind == "conv":
+            return self.module._conv_forward(x, weight, bias)
+        return nnf.linear(x, weight, bias)
+
+
+@dataclass(frozen=True)
+class ConvStack:
+    """The stages of a convolutional network, in order (see :func:`conv_stack`)."""
+
+    blocks: tuple[ConvBlock, ...]
+
+    @property
+    def trained(self) -> tuple[nn.Module, ...]:
+        return tuple(block.module for block in self.blocks if block.trained)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """F_1: the batch on the weights' dtype and device."""
+        return x.to(self.trained[0].weight)
+
+
+def _conv_supported() -> str:
+    return ("an nn.Sequential (nested ones included) of nn.Conv2d layers, nn.Linear layers, each followed "
+            "by at most one element-wise activation (" + ", ".join(a.__name__ for a in ACTIVATIONS) +
+            "), nn.MaxPool2d / nn.AvgPool2d pooling layers and nn.Flatten()")
+
+
+def conv_stack(model: nn.Module, method: str = "SIBP") -> ConvStack:
+    """The stages of a convolutional network (Remark 5.1): an ``nn.Sequential`` (nested ones
+    included) of ``nn.Conv2d`` and ``nn.Linear`` layers, each followed by at most one
+    element-wise activation (ReLU, Tanh, Sigmoid, Arctan; Identity or none for none),
+    ``nn.MaxPool2d`` / ``nn.AvgPool2d`` and ``nn.Flatten()``. Anything else raises a ValueError."""
+    supported = _conv_supported()
+    if isinstance(model, MLP):
+        modules = model.net
+    elif type(model) is nn.Sequential:
+        modules = model
+    elif isinstance(model, nn.Module):
+        raise ValueError(f"{method} trains {supported}; got a {type(model).__name__}, whose forward it "
+                         "cannot see. Build the network as an nn.Sequential")
+    else:
+        raise ValueError(f"{method} needs the model itself, e.g. {method}(model, ...), not its parameters: "
+                         f"it reads the layer structure of {supported}")
+    blocks: list[ConvBlock] = []
+    for position, module in enumerate(_leaves(modules)):
+        kind = type(module)
+        if kind is nn.Identity:
+            continue
+        if kind is nn.Conv2d and module.padding_mode in ("zeros", "reflect", "replicate", "circular"):
+            blocks.append(ConvBlock("conv", module))
+        elif kind is nn.Linear:
+            blocks.append(ConvBlock("linear", module))
+        elif kind in _POOLS and not getattr(module, "return_indices", False):
+            blocks.append(ConvBlock("pool", module))
+        elif kind is nn.Flatten and (module.start_dim, module.end_dim) == (1, -1):
+            blocks.append(ConvBlock("flatten", module))
+        elif kind in ACTIVATIONS and blocks and blocks[-1].trained and blocks[-1].activation is _IDENTITY:
+            blocks[-1] = ConvBlock(blocks[-1].kind, blocks[-1].module, ACTIVATIONS[kind])
+        else:
+            raise ValueError(
+                f"{method} trains {supported}; got {module!r} at position {position}. Train other "
+                "networks with torch.optim.SGD or Adam")
+    if not any(block.trained for block in blocks):
+        raise ValueError(f"{method} found no nn.Linear or nn.Conv2d layer in the model; it trains {supported}")
+    return ConvStack(tuple(blocks))
+
+
+def conv_forward(stack: ConvStack, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """The forward pass from F_1 = x through every stage: ([F_1, ..., F_N], [G_2, ..., G_N]),
+    G None after a pooling or flatten stage."""
+    neurons, pre = [x], []
+    for block in stack.blocks:
+        if block.trained:
+            if block.kind == "linear" and neurons[-1].dim() != 2:
+                raise ValueError(f"the nn.Linear layer {block.module!r} gets inputs of shape "
+                                 f"{tuple(neurons[-1].shape)}; put an nn.Flatten() before it")
+            pre.append(block.linear_part(neurons[-1], block.module.weight, block.module.bias))
+            neurons.append(block.activation.value(pre[-1]))
+        else:
+            pre.append(None)
+            neurons.append(block.module(neurons[-1]))
+    return neurons, pre
+
+
+def propagate_conv_error(delta: torch.Tensor, pre: torch.Tensor, activation: Activation, conv: nn.Conv2d,
+                         weight: torch.Tensor, input_shape) -> torch.Tensor:
+    """(4.2) through a convolution stage: delta_i = conv^T (sigma'(G_{i+1}) * delta_{i+1}) with the
+    weights ``weight`` (SIBP passes W_i^{k+1}): the input gradient (a transposed convolution)
+    of the linear map x -> conv(x, W) applied to sigma'(G_{i+1}) * delta_{i+1}."""
+    grad_out = activation.slope(pre) * delta
+    if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+        return torch.nn.grad.conv2d_input(tuple(input_shape), weight, grad_out, conv.stride, conv.padding,
+                                          conv.dilation, conv.groups)
+    with torch.enable_grad():
+        x = grad_out.new_zeros(tuple(input_shape)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(conv._conv_forward(x, weight, None), x, grad_out)
+    return grad
+
+
+def _pool_error(pool: nn.Module, inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The vector-Jacobian product of a pooling layer at its current inputs."""
+    with torch.enable_grad():
+        x = inputs.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(pool(x), x, delta)
+    return grad
+
+
+class _TensorPoint(NamedTuple):
+    x: torch.Tensor
+    pre: torch.Tensor
+    value: torch.Tensor
+    grad: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TensorFit:
+    """The subproblem (4.1) over a whole tensor x (a convolution's W or b):
+
+        phi(x) = ||sigma(A x + c) - T||^2 + ||x - x_k||^2 / (2 lam),
+
+    A linear (``apply``), its value and gradient by autograd."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    offset: torch.Tensor | float
+    activation: Activation
+    target: torch.Tensor
+    anchor: torch.Tensor
+    lam: float
+
+    def objective(self, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        return ((self.activation.value(pre) - self.target) ** 2).sum() \
+            + ((x - self.anchor) ** 2).sum() / (2 * self.lam)
+
+    def evaluate(self, x: torch.Tensor) -> _TensorPoint:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            pre = self.apply(x) + self.offset
+            value = self.objective(x, pre)
+            (grad,) = torch.autograd.grad(value, x)
+        return _TensorPoint(x.detach(), pre.detach(), value.detach(), grad)
+
+
+def tensor_cg(problem: TensorFit, x0: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iters`` iterations of Polak-Ribiere+ nonlinear CG on the whole tensor x, from x0: the
+    direction d = -g + beta d with beta = max(0, g'.(g' - g) / g.g) (steepest descent again
+    where d does not descend), and a backtracking line search on phi from the Gauss-Newton
+    step t = -g.d / (2 ||sigma'(pre) * A d||^2 + ||d||^2 / lam), halved until Armijo's
+    condition phi(x + t d) <= phi(x) + 1e-4 t g.d holds. Where no trial does it stops, so phi
+    never increases."""
+    point = problem.evaluate(x0)
+    direction = -point.grad
+    for _ in range(iters):
+        slope = (point.grad * direction).sum()
+        if not slope < 0:
+            direction = -point.grad
+            slope = -(point.grad * point.grad).sum()
+            if not slope < 0:
+                break  # a stationary point
+        delta = problem.apply(direction)
+        curvature = 2 * ((problem.activation.slope(point.pre) * delta) ** 2).sum() \
+            + (direction * direction).sum() / problem.lam
+        step = -slope / curvature
+        for _ in range(_TENSOR_HALVINGS):
+            trial = point.x + step * direction
+            if problem.objective(trial, point.pre + step * delta) <= point.value + _ARMIJO * step * slope:
+                break
+            step = step / 2
+        else:
+            break
+        new = problem.evaluate(trial)
+        beta = ((new.grad * (new.grad - point.grad)).sum() / (point.grad * point.grad).sum()).clamp_min(0)
+        direction = beta * direction - new.grad
+        point = new
+    return point.x
+
+
+def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activation, target: torch.Tensor,
+                    lam: float, cg_iters: int, threshold: float = 0.0,
+                    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(4.1) for a convolution stage (Remark 5.1): W^{k+1} = argmin ||sigma(conv(F_i, W) + b^k)
+    - T||^2 + ||W - W^k||^2 / (2 lam), then b^{k+1} likewise with W^{k+1}, each by ``cg_iters``
+    iterations of :func:`tensor_cg` from its current value (W^k, b^k: ``weight`` and ``bias``,
+    by default the module's), then soft-thresholded by ``threshold`` (the l1 variant)."""
+    weight = conv.weight.detach() if weight is None else weight
+    if bias is None and conv.bias is not None:
+        bias = conv.bias.detach()
+    column = None if bias is None else bias[None, :, None, None]
+    problem = TensorFit(apply=lambda w: conv._conv_forward(inputs, w, None),
+                        offset=0.0 if column is None else column, activation=activation, target=target,
+                        anchor=weight, lam=lam)
+    weight = soft_threshold(tensor_cg(problem, weight, cg_iters), threshold)
+    if bias is not None:
+        problem = TensorFit(apply=lambda b: b[None, :, None, None].expand_as(target),
+                            offset=conv._conv_forward(inputs, weight, None), activation=activation,
+                            target=target, anchor=bias, lam=lam)
+        bias = soft_threshold(tensor_cg(problem, bias, cg_iters), threshold)
+    return weight, bias
+
+
 # --- the optimizers --------------------------------------------------------------------------
 
 def _positive(name: str, value, hint: str) -> float:
@@ -434,6 +674,10 @@ class SIBP(_DenseOptimizer):
     ``l1`` = gamma > 0 adds gamma (||W_i||_1 + ||b_i||_1) to (4.1) (Remark 4.1, section 5.5),
     which zeroes weights exactly. Any loss differentiable in the network output works.
     ``step`` returns the batch loss at the weights it started from.
+
+    ``model`` is a fully connected network (:func:`dense_stack`) or, per Remark 5.1, a
+    convolutional one (:func:`conv_stack`): convolution stages are fitted by (4.1) and pass
+    the error down with W^{k+1}; pooling stages pass it down by their vector-Jacobian product.
     """
 
     def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5, l1: float = 0.0):
@@ -441,7 +685,12 @@ class SIBP(_DenseOptimizer):
             raise ValueError(f"l1 must be a finite number >= 0, got {l1!r}; pass l1=0.0 for no l1 penalty")
         defaults = dict(lr=check_lr(lr), lam=_positive("lam", lam, "the paper's lambda, e.g. lam=1.0"),
                         cg_iters=_iterations(cg_iters), l1=float(l1))
-        super().__init__(model, defaults)
+        try:
+            super().__init__(model, defaults)
+        except ValueError:  # not a dense network: a convolutional one (Remark 5.1), or refused
+            self.stack = conv_stack(model, "SIBP")
+            params = [p for module in self.stack.trained for p in (module.weight, module.bias) if p is not None]
+            torch.optim.Optimizer.__init__(self, params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -449,6 +698,8 @@ class SIBP(_DenseOptimizer):
         group = self.param_groups[0]
         eta, lam, iters = group["lr"], group["lam"], group["cg_iters"]
         stack = self.stack
+        if isinstance(stack, ConvStack):
+            return self._conv_step(stack, inputs, targets, loss_fn, eta, lam, iters, lam * group["l1"])
         neurons, pre = forward(stack, stack.inputs(inputs))
         loss, delta = output_gradient(loss_fn, neurons[-1], targets)
         for i in reversed(range(len(stack.linears))):
@@ -458,6 +709,40 @@ class SIBP(_DenseOptimizer):
             if i > 0:
                 delta = propagate_error(delta, pre[i], activation, weight)
             self._store(i, weight, bias)
+        return loss
+
+    def _conv_step(self, stack: ConvStack, inputs, targets, loss_fn, eta: float, lam: float, iters: int,
+                   threshold: float):
+        """Algorithm 1 through convolution, pooling, flatten and dense stages (Remark 5.1):
+        convolution and dense stages are fitted by (4.1) and pass the error down by (4.2)
+        with their new weights; pooling stages pass it down by their vector-Jacobian product
+        at the current forward values, flatten stages reshape it."""
+        neurons, pre = conv_forward(stack, stack.inputs(inputs))
+        loss, delta = output_gradient(loss_fn, neurons[-1], targets)
+        lowest = min(j for j, block in enumerate(stack.blocks) if block.trained)
+        for j in reversed(range(len(stack.blocks))):
+            block = stack.blocks[j]
+            module, below = block.module, j > lowest
+            if block.kind == "linear":
+                weight, bias = prox_layer(neurons[j], module.weight, module.bias, block.activation,
+                                          neurons[j + 1] - eta * delta, lam, iters, threshold)
+                if below:
+                    delta = propagate_error(delta, pre[j], block.activation, weight)
+            elif block.kind == "conv":
+                weight, bias = prox_conv_layer(module, neurons[j], block.activation, neurons[j + 1] - eta * delta,
+                                               lam, iters, threshold)
+                if below:
+                    delta = propagate_conv_error(delta, pre[j], block.activation, module, weight, neurons[j].shape)
+            elif block.kind == "pool":
+                if below:
+                    delta = _pool_error(module, neurons[j], delta)
+                continue
+            else:
+                delta = delta.reshape(neurons[j].shape)
+                continue
+            module.weight.copy_(weight)
+            if bias is not None:
+                module.bias.copy_(bias)
         return loss
 
 

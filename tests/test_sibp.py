@@ -387,7 +387,8 @@ def test_images_are_flattened_and_linear_layers_without_bias_work():
     (nn.Sequential(nn.Flatten()), "no nn.Linear"),
 ], ids=["conv", "dropout", "two-activations", "bare-linear", "no-linear"])
 def test_unsupported_models_are_refused_with_what_is_supported(model, message):
-    for method in (sibp.SIBP, sibp.ProxBP):
+    # SIBP trains convolutional networks (Remark 5.1); ProxBP and BCD refuse them
+    for method in (sibp.ProxBP,) if message == "Conv2d" else (sibp.SIBP, sibp.ProxBP):
         with pytest.raises(ValueError, match=message):
             method(model, lr=0.1)
     with pytest.raises(ValueError, match=message):
@@ -421,3 +422,179 @@ def test_other_bad_arguments_are_refused():
     inputs, targets = classification_batch(0, 4, 7, 3)
     with pytest.raises(ValueError, match="takes 4 features"):
         optimizer.step(closure_for(model, optimizer, inputs, targets))
+
+
+# --- convolutional networks (Remark 5.1) ------------------------------------------------------
+
+def lenet(seed, hidden="relu", dtype=F64):
+    """Conv(1->4, 3) + act, max-pool 2, Conv(4->6, 3) + act, max-pool 2, flatten, Linear(6, 3),
+    for 1x12x12 images (12 -> 10 -> 5 -> 3 -> 1)."""
+    torch.manual_seed(seed)
+    act = ACTIVATION_MODULES[hidden]
+    return nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3), act()), nn.MaxPool2d(2),
+                         nn.Conv2d(4, 6, 3), act(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6, 3)).to(dtype)
+
+
+def image_batch(seed, batch=16, classes=3, dtype=F64):
+    gen = torch.Generator().manual_seed(seed)
+    return randn(gen, batch, 1, 12, 12, dtype=dtype), torch.randint(0, classes, (batch,), generator=gen)
+
+
+def conv_parameters(model):
+    return [p for m in model.modules() if isinstance(m, nn.Conv2d) for p in (m.weight, m.bias)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("hidden", ["relu", "tanh"])
+def test_a_small_sibp_step_on_a_conv_net_does_not_increase_the_loss(seed, hidden):
+    model = lenet(seed, hidden)
+    inputs, targets = image_batch(seed + 100)
+    optimizer = sibp.SIBP(model, lr=1e-3, lam=1.0)
+    closure = closure_for(model, optimizer, inputs, targets)
+    before = weights(model)
+    loss = optimizer.step(closure)
+    with torch.no_grad():
+        after = F.cross_entropy(model(inputs), targets)
+    assert float(after) <= float(loss)
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))  # everything moved
+
+
+def test_a_conv_sibp_step_with_no_proximal_room_leaves_the_conv_weights_where_they_are():
+    model = lenet(1)
+    inputs, targets = image_batch(2)
+    optimizer = sibp.SIBP(model, lr=10.0, lam=1e-12)
+    before = [p.detach().clone() for p in conv_parameters(model)]
+    optimizer.step(closure_for(model, optimizer, inputs, targets))
+    for old, new in zip(before, conv_parameters(model)):
+        assert (new - old).abs().max() <= 1e-9
+
+
+@pytest.mark.parametrize("what", ["weight", "bias"])
+@pytest.mark.parametrize("hidden", ["tanh", "sigmoid", "identity"])
+def test_the_conv_subproblem_cg_reaches_a_stationary_point(what, hidden):
+    gen = torch.Generator().manual_seed(7)
+    act = activation(hidden)
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).to(F64)
+    inputs = randn(gen, 5, 2, 7, 7) / 3
+    target = act.value(randn(gen, 5, 3, 4, 4))
+    weight, bias, lam = randn(gen, 3, 2, 3, 3), randn(gen, 3), 0.1
+
+    def phi_w(w):
+        return ((act.value(F.conv2d(inputs, w, bias, stride=2, padding=1)) - target) ** 2).sum() \
+            + ((w - weight) ** 2).sum() / (2 * lam)
+
+    def phi_b(b):
+        return ((act.value(F.conv2d(inputs, weight, b, stride=2, padding=1)) - target) ** 2).sum() \
+            + ((b - bias) ** 2).sum() / (2 * lam)
+
+    if what == "weight":
+        problem = sibp.TensorFit(lambda w: F.conv2d(inputs, w, stride=2, padding=1), bias[None, :, None, None],
+                                 act, target, weight, lam)
+        phi, x0 = phi_w, weight
+    else:
+        problem = sibp.TensorFit(lambda b: b[None, :, None, None].expand_as(target),
+                                 F.conv2d(inputs, weight, stride=2, padding=1), act, target, bias, lam)
+        phi, x0 = phi_b, bias
+    x = sibp.tensor_cg(problem, x0, 100)
+    assert gradient(phi, x).norm() <= 1e-7 * gradient(phi, x0).norm()
+    values = [float(phi(sibp.tensor_cg(problem, x0, k))) for k in range(6)]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:]))  # up to rounding once converged
+    # prox_conv_layer solves the same two problems in turn
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    new_weight, new_bias = sibp.prox_conv_layer(conv, inputs, act, target, lam, 100)
+    assert gradient(phi_w, new_weight).norm() <= 1e-7 * gradient(phi_w, weight).norm()
+    torch.testing.assert_close(conv.weight.detach(), weight)  # the module is left to the optimizer
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(padding=1, stride=2), dict(padding="same", padding_mode="reflect")],
+                         ids=["plain", "strided", "reflect"])
+def test_conv_error_propagation_is_the_input_gradient_with_the_new_weights(kwargs):
+    gen = torch.Generator().manual_seed(8)
+    conv = nn.Conv2d(3, 4, 3, **kwargs).to(F64)
+    inputs = randn(gen, 5, 3, 9, 9)
+    new_weight = randn(gen, 4, 3, 3, 3)
+    act = activation("tanh")
+    pre = conv(inputs).detach()
+    delta = randn(gen, *pre.shape)
+    got = sibp.propagate_conv_error(delta, pre, act, conv, new_weight, inputs.shape)
+    x = inputs.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(conv._conv_forward(x, new_weight, None), x, act.slope(pre) * delta)
+    torch.testing.assert_close(got, want)
+
+
+def test_a_conv_sibp_step_is_algorithm_1_built_from_its_pieces():
+    """Pooling passes the error down by its vector-Jacobian product, flatten reshapes it, each
+    conv stage is fitted by (4.1) and passes the error down with its new weights (4.2)."""
+    model = lenet(9, "tanh")
+    inputs, targets = image_batch(10)
+    eta, lam = 0.5, 2.0
+    conv1, conv2, linear = model[0][0], model[2], model[6]
+    tanh = activation("tanh")
+    with torch.no_grad():
+        f1 = inputs
+        g2 = conv1(f1)
+        f2 = torch.tanh(g2)
+        f3 = model[1](f2)
+        g4 = conv2(f3)
+        f4 = torch.tanh(g4)
+        f5 = model[4](f4)
+        f6 = f5.flatten(1)
+        f7 = linear(f6)
+        _, delta = sibp.output_gradient(F.cross_entropy, f7, targets)
+        w3, b3 = sibp.prox_layer(f6, linear.weight, linear.bias, sibp.ACTIVATIONS[nn.Identity], f7 - eta * delta,
+                                 lam, 5)
+        delta = (delta @ w3).reshape(f5.shape)
+        x = f4.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (delta,) = torch.autograd.grad(model[4](x), x, delta)
+        w2, b2 = sibp.prox_conv_layer(conv2, f3, tanh, f4 - eta * delta, lam, 5)
+        delta = sibp.propagate_conv_error(delta, g4, tanh, conv2, w2, f3.shape)
+        x = f2.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (delta,) = torch.autograd.grad(model[1](x), x, delta)
+        w1, b1 = sibp.prox_conv_layer(conv1, f1, tanh, f2 - eta * delta, lam, 5)
+    optimizer = sibp.SIBP(model, lr=eta, lam=lam)
+    optimizer.step(closure_for(model, optimizer, inputs, targets))
+    for got, want in zip(model.parameters(), [w1, b1, w2, b2, w3, b3]):
+        torch.testing.assert_close(got.detach(), want)
+
+
+def pattern_images(seed, per_class=20, classes=3, noise=0.3, dtype=F64):
+    """``per_class`` images of each class: a fixed 12x12 pattern per class plus Gaussian noise."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.arange(12, dtype=F64)
+    patterns = torch.stack([torch.sin(grid[:, None] * 0.8).expand(12, 12),            # horizontal stripes
+                            torch.sin(grid[None, :] * 0.8).expand(12, 12),            # vertical stripes
+                            torch.sin((grid[:, None] + grid[None, :]) * 0.8)])[:classes]  # diagonal
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images = patterns[labels][:, None] + noise * randn(gen, len(labels), 1, 12, 12)
+    return images.to(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+def test_sibp_trains_a_small_conv_net_through_the_common_loop(dtype):
+    x_train, y_train = pattern_images(0, dtype=dtype)
+    x_test, y_test = pattern_images(1, per_class=5, dtype=dtype)
+    model = lenet(0, dtype=dtype)
+    result = train(model, Split(x_train, y_train, x_test, y_test), lambda m: sibp.SIBP(m, lr=10.0, lam=1.0),
+                   loss="cross_entropy", epochs=6, batch_size=20, seed=0, device="cpu")
+    epochs = [row for row in result.rows if row["kind"] == "epoch"]
+    assert not result.diverged
+    assert epochs[-1]["train_loss"] < 0.25 * epochs[0]["train_loss"]
+    assert all(p.dtype == dtype for p in model.parameters())
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), "BatchNorm2d"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), "ReLU"),
+    (nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)), "Conv1d"),
+    (nn.Sequential(nn.MaxPool2d(2), nn.Flatten()), "no nn.Linear or nn.Conv2d"),
+], ids=["batchnorm", "two-activations", "conv1d", "no-trained-layer"])
+def test_unsupported_conv_models_are_refused_with_what_is_supported(model, message):
+    with pytest.raises(ValueError, match=message) as info:
+        sibp.SIBP(model, lr=0.1)
+    assert "nn.Conv2d" in str(info.value) and "nn.MaxPool2d" in str(info.value)
+    with pytest.raises(ValueError, match="supported by SIBP only"):
+        sibp.ProxBP(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), lr=0.1)
