@@ -148,6 +148,19 @@ def _leaves(module: nn.Module):
             yield child
 
 
+def _sequential(model, method: str, supported: str) -> nn.Module:
+    """The ``nn.Sequential`` whose layers ``method`` reads: ``model`` itself or an MLP's ``net``."""
+    if isinstance(model, MLP):
+        return model.net
+    if type(model) is nn.Sequential:
+        return model
+    if isinstance(model, nn.Module):
+        raise ValueError(f"{method} trains {supported}; got a {type(model).__name__}, whose forward it "
+                         "cannot see. Build the network as an nn.Sequential")
+    raise ValueError(f"{method} needs the model itself, e.g. {method}(model, ...), not its parameters: "
+                     f"it reads the layer structure of {supported}")
+
+
 def dense_stack(model: nn.Module, method: str = "SIBP") -> DenseStack:
     """The fully connected layers of ``model``: an :class:`ibtools.models.MLP`, or an
     ``nn.Sequential`` (nested ones included) of an optional leading ``nn.Flatten()``, then
@@ -156,16 +169,7 @@ def dense_stack(model: nn.Module, method: str = "SIBP") -> DenseStack:
     supported = ("an ibtools.models.MLP, or an nn.Sequential of an optional leading nn.Flatten(), "
                  "nn.Linear layers and one element-wise activation after each (" +
                  ", ".join(a.__name__ for a in ACTIVATIONS) + ")")
-    if isinstance(model, MLP):
-        modules = model.net
-    elif type(model) is nn.Sequential:
-        modules = model
-    elif isinstance(model, nn.Module):
-        raise ValueError(f"{method} trains {supported}; got a {type(model).__name__}, whose forward it "
-                         "cannot see. Build the network as an nn.Sequential")
-    else:
-        raise ValueError(f"{method} needs the model itself, e.g. {method}(model, ...), not its parameters: "
-                         f"it reads the layer structure of {supported}")
+    modules = _sequential(model, method, supported)
     linears, activations, flatten = [], [], False
     for position, module in enumerate(_leaves(modules)):
         kind = type(module)
@@ -455,16 +459,7 @@ def conv_stack(model: nn.Module, method: str = "SIBP") -> ConvStack:
     element-wise activation (ReLU, Tanh, Sigmoid, Arctan; Identity or none for none),
     ``nn.MaxPool2d`` / ``nn.AvgPool2d`` and ``nn.Flatten()``. Anything else raises a ValueError."""
     supported = _conv_supported()
-    if isinstance(model, MLP):
-        modules = model.net
-    elif type(model) is nn.Sequential:
-        modules = model
-    elif isinstance(model, nn.Module):
-        raise ValueError(f"{method} trains {supported}; got a {type(model).__name__}, whose forward it "
-                         "cannot see. Build the network as an nn.Sequential")
-    else:
-        raise ValueError(f"{method} needs the model itself, e.g. {method}(model, ...), not its parameters: "
-                         f"it reads the layer structure of {supported}")
+    modules = _sequential(model, method, supported)
     blocks: list[ConvBlock] = []
     for position, module in enumerate(_leaves(modules)):
         kind = type(module)

@@ -59,10 +59,10 @@ half as wide) for 2 epochs; ``sibp-small`` trains on subsets of 1,000 digits (78
 400 digits (784-1000-10, standing in for Fashion-MNIST, which needs a download); ``sibp-cg``
 trains 784-256-64-256-10.
 
-Left out: the LeNet on CIFAR-10 (5.3, Figure 9) and the l1-pruned LeNet-5 (5.5, Figure 12)
-need SIBP on convolutional layers, which :mod:`ibtools.sibp` does not provide (it trains
-stacks of fully connected layers); the l1 variant itself is available to the dense runs
-through the ``l1`` field.
+Not yet presets here: the LeNet on CIFAR-10 (5.3, Figure 9) and the l1-pruned LeNet-5 (5.5,
+Figure 12). :class:`ibtools.sibp.SIBP` trains such convolutional networks (Remark 5.1); the
+runs above build fully connected networks only. The l1 variant is available to them through
+the ``l1`` field.
 """
 
 from __future__ import annotations
