@@ -177,3 +177,19 @@ def test_the_committed_reduced_results_are_reproduced_by_rerunning_one_of_their_
         if config.init_std is not None:
             stored = stored[stored.init_std == config.init_std]
         assert rows[-1]["train_acc"] == pytest.approx(stored.sort_values("step")["train_acc"].iloc[-1], abs=1e-6)
+
+
+def test_the_convolutional_presets_follow_the_paper_and_a_pruned_lenet5_run_reports_its_zeros():
+    lenet = ch04.lenet_cifar.grid("full")
+    assert {c.dataset for c in lenet} == {"cifar10"} and {c.architecture for c in lenet} == {"lenet-cifar"}
+    assert {(c.method, c.lr) for c in lenet if c.method == "sibp"} == {("sibp", 0.5), ("sibp", 1.0)}
+    prune = ch04.prune.grid("full")
+    assert {c.architecture for c in prune} == {"lenet5"} and {c.dataset for c in prune} == {"mnist"}
+    assert 0.0 in {c.l1 for c in prune} and len({c.l1 for c in prune}) >= 5
+    config = dataclasses.replace(ch04.prune.grid("reduced")[-1], epochs=1, train_size=200)
+    rows = ch04.run(config)
+    assert 0.0 < rows[-1]["zero_weights"] < 1.0 and rows[-1]["kind"] == "epoch"
+    dense = dataclasses.replace(config, l1=0.0)
+    assert ch04.run(dense)[-1]["zero_weights"] == 0.0
+    with pytest.raises(ValueError, match="convolutional"):
+        ch04.run(dataclasses.replace(config, method="proxbp", l1=0.0))
