@@ -36,7 +36,7 @@ Convolutional networks (Remark 5.1). :class:`SIBP` also trains an ``nn.Sequentia
 ``nn.Linear`` layers (:func:`conv_stack`). A convolution stage is fitted by (4.1) with the
 convolution in place of the matrix product, its W then its b, each by a whole-tensor
 Polak-Ribiere+ CG with a backtracking line search (:func:`prox_conv_layer`,
-:func:`tensor_cg`), and passes the error down by (4.2) as the transposed convolution of
+:func:`nonlinear_cg`), and passes the error down by (4.2) as the transposed convolution of
 sigma'(G) * delta with the new weights (:func:`propagate_conv_error`); a pooling stage has no
 parameters and passes it down by its vector-Jacobian product at the current forward values,
 a flatten stage reshapes it. ProxBP and BCD train fully connected networks only.
@@ -79,7 +79,6 @@ __all__ = [
     "conv_stack",
     "conv_forward",
     "TensorFit",
-    "tensor_cg",
     "prox_conv_layer",
     "propagate_conv_error",
     "SIBP",
@@ -304,6 +303,8 @@ class ProxFit:
         grad = torch.add(self.adjoint(2 * self.activation.slope(pre) * residual), gap, alpha=1 / self.lam)
         return FitPoint(x, pre, gap, fit, fit + _rowdot(gap, gap) / (2 * self.lam), grad)
 
+    dot = staticmethod(_rowdot)  # the rows of x are separate unknowns
+
     def line_step(self, point: FitPoint, direction: torch.Tensor, slope: torch.Tensor) -> FitPoint:
         """The next point along ``direction``, given the slope grad.d there.
 
@@ -350,25 +351,28 @@ def neuron_fit(weight, bias, activation: Activation, target, anchor, lam: float)
                    anchor=anchor, lam=lam, row_axis=0)
 
 
-def nonlinear_cg(problem: ProxFit, x0: torch.Tensor, iters: int) -> torch.Tensor:
+def nonlinear_cg(problem: ProxFit | TensorFit, x0: torch.Tensor, iters: int) -> torch.Tensor:
     """``iters`` iterations of Polak-Ribiere+ nonlinear conjugate gradient on ``problem`` from
-    x0 (the paper solves (4.1) this way, with 5 iterations), every row of x at once:
+    x0 (the paper solves (4.1) this way, with 5 iterations): every row of x at once for a
+    :class:`ProxFit`, the whole tensor for a :class:`TensorFit` (``problem.dot`` is the inner
+    product of one unknown):
 
-        d_0 = -g_0,   x_{k+1} = x_k + t_k d_k   (t_k by :meth:`ProxFit.line_step`),
+        d_0 = -g_0,   x_{k+1} = x_k + t_k d_k   (t_k by ``problem.line_step``),
         beta_k = max(0, g_{k+1}.(g_{k+1} - g_k) / g_k.g_k),   d_{k+1} = -g_{k+1} + beta_k d_k.
 
     The step t_k takes the sign of -g.d, so a direction that does not descend is walked
     backwards, and phi never increases."""
+    dot = problem.dot
     point = problem.evaluate(x0)
     direction = -point.grad
-    squared = _rowdot(point.grad, point.grad)
+    squared = dot(point.grad, point.grad)
     slope = -squared
     for _ in range(iters):
         new = problem.line_step(point, direction, slope)
-        new_squared = _rowdot(new.grad, new.grad)
-        beta = _safe_divide(new_squared - _rowdot(new.grad, point.grad), squared).clamp_min(0)
+        new_squared = dot(new.grad, new.grad)
+        beta = _safe_divide(new_squared - dot(new.grad, point.grad), squared).clamp_min(0)
         direction = beta * direction - new.grad
-        slope = _rowdot(new.grad, direction)
+        slope = dot(new.grad, direction)
         point, squared = new, new_squared
     return point.x
 
@@ -407,7 +411,7 @@ def prox_linear_layer(inputs, weight, bias, target, lam: float, cg_iters: int
 # --- convolutional networks (Remark 5.1) ------------------------------------------------------
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
-# Halvings of the Gauss-Newton step the whole-tensor line search of tensor_cg tries.
+# Halvings of the Gauss-Newton step the whole-tensor line search (TensorFit.line_step) tries.
 _TENSOR_HALVINGS = 30
 
 
@@ -558,39 +562,25 @@ class TensorFit:
             (grad,) = torch.autograd.grad(value, x)
         return _TensorPoint(x.detach(), pre.detach(), value.detach(), grad)
 
+    @staticmethod
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).sum()
 
-def tensor_cg(problem: TensorFit, x0: torch.Tensor, iters: int) -> torch.Tensor:
-    """``iters`` iterations of Polak-Ribiere+ nonlinear CG on the whole tensor x, from x0: the
-    direction d = -g + beta d with beta = max(0, g'.(g' - g) / g.g) (steepest descent again
-    where d does not descend), and a backtracking line search on phi from the Gauss-Newton
-    step t = -g.d / (2 ||sigma'(pre) * A d||^2 + ||d||^2 / lam), halved until Armijo's
-    condition phi(x + t d) <= phi(x) + 1e-4 t g.d holds. Where no trial does it stops, so phi
-    never increases."""
-    point = problem.evaluate(x0)
-    direction = -point.grad
-    for _ in range(iters):
-        slope = (point.grad * direction).sum()
-        if not slope < 0:
-            direction = -point.grad
-            slope = -(point.grad * point.grad).sum()
-            if not slope < 0:
-                break  # a stationary point
-        delta = problem.apply(direction)
-        curvature = 2 * ((problem.activation.slope(point.pre) * delta) ** 2).sum() \
-            + (direction * direction).sum() / problem.lam
-        step = -slope / curvature
+    def line_step(self, point: _TensorPoint, direction: torch.Tensor, slope: torch.Tensor) -> _TensorPoint:
+        """The next point along ``direction``, given the slope grad.d there: the Gauss-Newton step
+        t = -grad.d / (2 ||sigma'(pre) * A d||^2 + ||d||^2 / lam) (negative where d ascends),
+        halved until Armijo's condition phi(x + t d) <= phi(x) + 1e-4 t grad.d holds; where no
+        trial does, x stays put, so phi never increases."""
+        delta = self.apply(direction)
+        curvature = 2 * ((self.activation.slope(point.pre) * delta) ** 2).sum() \
+            + self.dot(direction, direction) / self.lam
+        step = _safe_divide(-slope, curvature)
         for _ in range(_TENSOR_HALVINGS):
             trial = point.x + step * direction
-            if problem.objective(trial, point.pre + step * delta) <= point.value + _ARMIJO * step * slope:
-                break
+            if self.objective(trial, point.pre + step * delta) <= point.value + _ARMIJO * step * slope:
+                return self.evaluate(trial)
             step = step / 2
-        else:
-            break
-        new = problem.evaluate(trial)
-        beta = ((new.grad * (new.grad - point.grad)).sum() / (point.grad * point.grad).sum()).clamp_min(0)
-        direction = beta * direction - new.grad
-        point = new
-    return point.x
+        return point
 
 
 def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activation, target: torch.Tensor,
@@ -599,7 +589,7 @@ def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activatio
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(4.1) for a convolution stage (Remark 5.1): W^{k+1} = argmin ||sigma(conv(F_i, W) + b^k)
     - T||^2 + ||W - W^k||^2 / (2 lam), then b^{k+1} likewise with W^{k+1}, each by ``cg_iters``
-    iterations of :func:`tensor_cg` from its current value (W^k, b^k: ``weight`` and ``bias``,
+    iterations of :func:`nonlinear_cg` from its current value (W^k, b^k: ``weight`` and ``bias``,
     by default the module's), then soft-thresholded by ``threshold`` (the l1 variant)."""
     weight = conv.weight.detach() if weight is None else weight
     if bias is None and conv.bias is not None:
@@ -608,12 +598,12 @@ def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activatio
     problem = TensorFit(apply=lambda w: conv._conv_forward(inputs, w, None),
                         offset=0.0 if column is None else column, activation=activation, target=target,
                         anchor=weight, lam=lam)
-    weight = soft_threshold(tensor_cg(problem, weight, cg_iters), threshold)
+    weight = soft_threshold(nonlinear_cg(problem, weight, cg_iters), threshold)
     if bias is not None:
         problem = TensorFit(apply=lambda b: b[None, :, None, None].expand_as(target),
                             offset=conv._conv_forward(inputs, weight, None), activation=activation,
                             target=target, anchor=bias, lam=lam)
-        bias = soft_threshold(tensor_cg(problem, bias, cg_iters), threshold)
+        bias = soft_threshold(nonlinear_cg(problem, bias, cg_iters), threshold)
     return weight, bias
 
 

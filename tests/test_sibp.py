@@ -495,9 +495,9 @@ def test_the_conv_subproblem_cg_reaches_a_stationary_point(what, hidden):
         problem = sibp.TensorFit(lambda b: b[None, :, None, None].expand_as(target),
                                  F.conv2d(inputs, weight, stride=2, padding=1), act, target, bias, lam)
         phi, x0 = phi_b, bias
-    x = sibp.tensor_cg(problem, x0, 100)
+    x = sibp.nonlinear_cg(problem, x0, 100)
     assert gradient(phi, x).norm() <= 1e-7 * gradient(phi, x0).norm()
-    values = [float(phi(sibp.tensor_cg(problem, x0, k))) for k in range(6)]
+    values = [float(phi(sibp.nonlinear_cg(problem, x0, k))) for k in range(6)]
     assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:]))  # up to rounding once converged
     # prox_conv_layer solves the same two problems in turn
     with torch.no_grad():
