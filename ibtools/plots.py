@@ -19,9 +19,11 @@ from plotly.subplots import make_subplots
 from .sweep import run_columns
 
 METHOD_COLORS = {"esgd": "#d62728", "eb": "#d62728", "isgd": "#1f77b4", "ib": "#1f77b4",
-                 "exact-isgd": "#2ca02c", "start": "#000000"}
+                 "exact-isgd": "#2ca02c", "start": "#000000",
+                 "sgd": "#d62728", "sibp": "#1f77b4", "proxbp": "#2ca02c", "bcd": "#8c564b", "adam": "#ff7f0e"}
 METHOD_LABELS = {"esgd": "ESGD (explicit)", "isgd": "ISGD (implicit)", "exact-isgd": "exact ISGD (inner GD)",
-                 "eb": "EB (explicit)", "ib": "IB (implicit)"}
+                 "eb": "EB (explicit)", "ib": "IB (implicit)",
+                 "sgd": "SGD", "adam": "Adam", "sibp": "SIBP", "proxbp": "ProxBP", "bcd": "BCD"}
 PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -110,18 +112,21 @@ def _style_lr_axes(ax, metric: str, title: str, logy: bool):
     return ax
 
 
-def mean_curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "step") -> pd.DataFrame:
-    """Mean of ``metric`` over seeds along training, per method, at the learning rate closest to ``lr``."""
+def mean_curves(table: pd.DataFrame, lr: float | None, metric: str = "loss", kind: str = "step") -> pd.DataFrame:
+    """Mean of ``metric`` over seeds along training, per method, at the learning rate closest to
+    ``lr`` (``lr=None``: every row, for a table that holds one step size per method)."""
     rows = table[table["kind"] == kind]
-    nearest = rows["lr"].unique()[np.argmin(np.abs(np.log(rows["lr"].unique()) - np.log(lr)))]
-    rows = rows[rows["lr"] == nearest]
+    if lr is not None:
+        nearest = rows["lr"].unique()[np.argmin(np.abs(np.log(rows["lr"].unique()) - np.log(lr)))]
+        rows = rows[rows["lr"] == nearest]
     means = rows.groupby(["method", "step"], sort=False, as_index=False)[metric].mean()
     return means.sort_values("step", kind="stable")  # a curve runs along the steps, whatever the row order
 
 
-def curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "step", ax=None,
-           logy: bool = True):
-    """Training curves (mean over seeds) of every method at one learning rate."""
+def curves(table: pd.DataFrame, lr: float | None, metric: str = "loss", kind: str = "step", ax=None,
+           logy: bool = True, title: str | None = None):
+    """Training curves (mean over seeds) of every method at one learning rate (``lr=None``: of
+    every run in ``table``, one step size per method)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     means = mean_curves(table, lr, metric, kind)
@@ -131,7 +136,7 @@ def curves(table: pd.DataFrame, lr: float, metric: str = "loss", kind: str = "st
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"training at $\\eta$ = {lr:.3g}")
+    ax.set_title(title or (f"training at $\\eta$ = {lr:.3g}" if lr is not None else "training"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return ax

@@ -1,5 +1,6 @@
-"""The live panel of every chapter: a learning-rate slider first, then the method, seed and
-scale controls, a Run button, a progress bar and a plot that updates.
+"""The live panel of every chapter: step-size sliders first (a learning rate; for methods with
+a proximal parameter, their step η and λ), then the method, seed and scale controls, a Run
+button, a progress bar and a plot that updates.
 
 The panel only turns control values into an experiment's configs and hands them to the
 sweep runner; everything it computes goes through the same cache as the CLI, so a learning
@@ -25,31 +26,58 @@ from .sweep import run_columns
 ROW_POSITION = ["kind", "step", "epoch"]
 
 
-def lr_slider(lrs: list[float], value: float | None = None, description: str = "learning rate η") -> W.FloatLogSlider:
-    """A log-scale slider spanning the learning rates of an experiment's grid."""
-    low, high = np.log10(min(lrs)), np.log10(max(lrs))
+def lr_slider(lrs: list[float], value: float | None = None, description: str = "learning rate η",
+              margin: float = 0.0) -> W.FloatLogSlider:
+    """A log-scale slider spanning the values of an experiment's grid and ``margin`` decades
+    beyond it either side (widened to a decade either side of a grid narrower than two decades,
+    so that there is room to move)."""
+    low, high = np.log10(min(lrs)) - margin, np.log10(max(lrs)) + margin
+    if high - low < 2:
+        low, high = low - 1, high + 1
     start = value if value is not None else float(np.median(lrs))
     return W.FloatLogSlider(value=start, base=10, min=low, max=high, step=(high - low) / 100,
                             description=description, readout_format=".3g", continuous_update=False,
                             style={"description_width": "initial"}, layout=W.Layout(width="480px"))
 
 
-class LearningRatePanel:
-    """Run one experiment at a learning rate picked on a slider and see where it lands.
+def is_proximal(config) -> bool:
+    """Whether a run's update has a proximal parameter: its config has a nonzero ``lam``."""
+    return bool(getattr(config, "lam", 0))
 
-    Left: training curves at the chosen learning rate. Right: the final metric against every
-    learning rate run so far (at this scale), so dragging the slider and pressing Run traces
-    out the learning-rate sensitivity curve point by point."""
+
+def _names(methods: list[str]) -> str:
+    return ", ".join(plots.label(m) for m in methods)
+
+
+class LearningRatePanel:
+    """Run one experiment at step sizes picked on sliders and see where they land.
+
+    Methods whose configs carry a proximal parameter ``lam`` (SIBP, ProxBP, BCD) get two
+    sliders, their step η and λ; the others (SGD, Adam, ...) a learning-rate slider. Left:
+    training curves of the latest runs. Right: the final metric against the step size over
+    every run so far at this scale (the proximal methods' at the current λ), so dragging the
+    sliders and pressing Run traces out the sensitivity curves point by point."""
 
     def __init__(self, experiment: Experiment | str, *, metric: str | None = None,
                  curve_metric: str = "train_loss", curve_kind: str = "epoch",
-                 lr: float | None = None, logy: bool = True, **fixed):
+                 lr: float | None = None, eta: float | None = None, lam: float | None = None,
+                 logy: bool = True, **fixed):
         self.experiment = get(experiment) if isinstance(experiment, str) else experiment
         self.metric = metric or self.experiment.metric
         self.curve_metric, self.curve_kind, self.logy, self.fixed = curve_metric, curve_kind, logy, fixed
         grid = self.experiment.grid("reduced", **fixed)
         methods = list(dict.fromkeys(c.method for c in grid))
-        self.slider = lr_slider(sorted({c.lr for c in grid}), lr)
+        self.proximal = list(dict.fromkeys(c.method for c in grid if is_proximal(c)))
+        plain = [m for m in methods if m not in self.proximal]
+        self.slider = self.eta = self.lam = None
+        if plain:
+            description = f"learning rate ({_names(plain)})" if self.proximal else "learning rate η"
+            self.slider = lr_slider(sorted({c.lr for c in grid if c.method in plain}), lr, description)
+        if self.proximal:
+            chosen = [c for c in grid if c.method in self.proximal]
+            # a decade past the preset: the proximal methods' claim is stability at large steps
+            self.eta = lr_slider(sorted({c.lr for c in chosen}), eta, f"η ({_names(self.proximal)})", margin=1)
+            self.lam = lr_slider(sorted({c.lam for c in chosen}), lam, f"λ ({_names(self.proximal)})", margin=1)
         self.methods = W.SelectMultiple(options=methods, value=tuple(methods), description="methods",
                                         rows=min(4, len(methods)))
         self.seeds = W.IntSlider(value=1, min=1, max=5, description="seeds")
@@ -60,8 +88,23 @@ class LearningRatePanel:
         self.plot = W.Output()
         self.results: dict[str, pd.DataFrame] = {}
         self.button.on_click(lambda _: self.run())
-        self.widget = W.VBox([self.slider, W.HBox([self.methods, W.VBox([self.seeds, self.scale])]),
-                              self.button, self.progress, self.plot])
+        sliders = [s for s in (self.slider, self.eta, self.lam) if s is not None]
+        self.widget = W.VBox(sliders + [W.HBox([self.methods, W.VBox([self.seeds, self.scale])]),
+                                        self.button, self.progress, self.plot])
+
+    def _sweeps(self) -> list[pd.DataFrame]:
+        chosen = list(self.methods.value)
+        plain = [m for m in chosen if m not in self.proximal]
+        proximal = [m for m in chosen if m in self.proximal]
+        common = dict(seeds=self.seeds.value, **self.fixed)
+        tables = []
+        if plain:
+            tables.append(self.experiment.sweep(self.scale.value, lrs=[float(self.slider.value)], methods=plain,
+                                                **common))
+        if proximal:
+            tables.append(self.experiment.sweep(self.scale.value, lrs=[float(self.eta.value)],
+                                                lams=[float(self.lam.value)], methods=proximal, **common))
+        return tables
 
     def run(self) -> pd.DataFrame:
         """Run the current selection (cached runs are read back) and redraw."""
@@ -69,26 +112,53 @@ class LearningRatePanel:
         try:
             with self.progress:
                 self.progress.clear_output()
-                table = self.experiment.sweep(self.scale.value, lrs=[float(self.slider.value)],
-                                              methods=list(self.methods.value), seeds=self.seeds.value,
-                                              **self.fixed)
+                tables = self._sweeps()
+                if not tables:
+                    print("select at least one method")
+                    return pd.DataFrame()
+            table = pd.concat(tables, ignore_index=True)
+            table.attrs["config_fields"] = tables[0].attrs["config_fields"]
             seen = self.results.get(self.scale.value)
-            self.results[self.scale.value] = table if seen is None else (
-                pd.concat([seen, table]).drop_duplicates(
-                    subset=run_columns(table) + [c for c in ROW_POSITION if c in table]))
+            if seen is not None:
+                merged = pd.concat([seen, table], ignore_index=True)
+                merged = merged.drop_duplicates(subset=run_columns(table) + [c for c in ROW_POSITION if c in table])
+                merged.attrs["config_fields"] = table.attrs["config_fields"]
+            self.results[self.scale.value] = table if seen is None else merged
             self.draw(table)
         finally:
             self.button.disabled = False
         return table
 
+    def at_current_lam(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``table`` the step-size curve shows: every run of a method without λ,
+        and the proximal methods' runs at the λ on the slider."""
+        if self.lam is None or "lam" not in table:
+            return table
+        keep = ~table["method"].isin(self.proximal) | np.isclose(table["lam"], float(self.lam.value), rtol=1e-9)
+        out = table[keep]
+        out.attrs = dict(table.attrs)
+        return out
+
+    def title(self) -> str:
+        parts = []
+        if self.slider is not None and set(self.methods.value) - set(self.proximal):
+            parts.append(f"lr = {self.slider.value:.3g}")
+        if self.eta is not None and set(self.methods.value) & set(self.proximal):
+            parts.append(f"η = {self.eta.value:.3g}, λ = {self.lam.value:.3g}")
+        return "training at " + "; ".join(parts)
+
     def draw(self, latest: pd.DataFrame) -> None:
         with self.plot:
             self.plot.clear_output(wait=True)
             fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-            plots.curves(latest, float(self.slider.value), self.curve_metric, self.curve_kind, ax=left,
-                         logy=self.logy)
-            plots.loss_vs_lr(self.results[self.scale.value], self.metric, ax=right, logy=self.logy)
-            right.axvline(float(self.slider.value), color="black", ls=":", lw=1)
+            plots.curves(latest, None, self.curve_metric, self.curve_kind, ax=left, logy=self.logy,
+                         title=self.title())
+            suffix = f" (λ = {self.lam.value:.3g})" if self.lam is not None else ""
+            plots.loss_vs_lr(self.at_current_lam(self.results[self.scale.value]), self.metric, ax=right,
+                             logy=self.logy, title=f"{self.metric.replace('_', ' ')} after training{suffix}")
+            for slider in (self.slider, self.eta):
+                if slider is not None:
+                    right.axvline(float(slider.value), color="black", ls=":", lw=1)
             fig.tight_layout()
             plt.show()
 

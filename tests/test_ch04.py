@@ -59,6 +59,65 @@ def test_grid_axes_narrow_the_presets():
     assert {(c.method, c.lr) for c in configs} == {("sibp", 1.0)} and len(configs) == 5 * 2
 
 
+def test_lams_replace_the_proximal_methods_lambdas_and_leave_sgd_and_adam_at_zero():
+    configs = ch04.mnist.grid("reduced", lrs=[3.0], lams=[0.5])
+    assert {(c.method, c.lr, c.lam) for c in configs} == {("sgd", 3.0, 0.0), ("proxbp", 3.0, 0.5), ("sibp", 3.0, 0.5)}
+    lams_only = ch04.mnist.grid("reduced", methods=["sibp", "sgd"], lams=[0.5, 2.0])
+    assert {(c.lr, c.lam) for c in lams_only if c.method == "sibp"} == {
+        (eta, lam) for eta in (10.0, 1.0, 0.1) for lam in (0.5, 2.0)}
+    assert {c.lr for c in lams_only if c.method == "sgd"} == {100.0, 10.0, 1.0, 0.1, 0.01}
+    deep = ch04.deep.grid("reduced", lams=[3.0], init_stds=[0.03])
+    assert {(c.method, c.lam) for c in deep} == {("sgd", 0.0), ("proxbp", 3.0), ("bcd", 3.0), ("sibp", 3.0)}
+    for experiment, extra in ((ch04.cg, dict(cg_iters=[2])), (ch04.prune, dict(l1s=[1e-3])),
+                              (ch04.lenet_cifar, {}), (ch04.cifar, {})):
+        chosen = experiment.grid("reduced", lrs=[2.0], lams=[0.3], **extra)
+        assert {c.lam for c in chosen if c.method in ch04.PROXIMAL} == {0.3}
+        assert {c.lr for c in chosen} == {2.0}
+
+
+def test_the_vanishing_and_small_set_grids_narrow_to_one_batch_size_and_one_task():
+    chain = ch04.vanishing.grid("reduced", batch_sizes=[10], lams=[100.0], lrs=[0.1])
+    assert {(c.method, c.batch_size, c.lr, c.lam) for c in chain} == {("sgd", 10, 0.1, 0.0), ("sibp", 10, 0.1, 100.0)}
+    with pytest.raises(ValueError, match="batch_size"):
+        ch04.vanishing.grid("reduced", batch_sizes=[5])
+    small = ch04.small.grid("reduced", train_sizes=[400])
+    assert {(c.train_size, c.sizes) for c in small} == {(400, (784, 1000, 10))}
+    with pytest.raises(ValueError, match="training set of"):
+        ch04.small.grid("reduced", train_sizes=[123])
+
+
+# The panels chapter 4 builds, with the arguments it gives them.
+CHAPTER_PANELS = [
+    (ch04.vanishing, dict(batch_sizes=[10], metric="loss", curve_metric="loss", curve_kind="step")),
+    (ch04.mnist, dict(methods=["sgd", "sibp"])),
+    (ch04.deep, dict(init_stds=[0.03])),
+    (ch04.small, dict(train_sizes=[1000])),
+    (ch04.cifar, {}),
+    (ch04.cg, dict(cg_iters=[2])),
+    (ch04.lenet_cifar, {}),
+    (ch04.prune, dict(l1s=[1e-3])),
+]
+
+
+@pytest.mark.parametrize("experiment,kwargs", CHAPTER_PANELS, ids=lambda v: getattr(v, "name", ""))
+def test_every_chapter_panel_has_eta_and_lambda_sliders_over_its_preset_and_an_lr_slider_for_the_baselines(
+        experiment, kwargs):
+    from ibtools import widgets
+
+    panel = widgets.LearningRatePanel(experiment, **kwargs)
+    fixed = {k: v for k, v in kwargs.items() if k not in ("metric", "curve_metric", "curve_kind")}
+    grid = experiment.grid("reduced", **fixed)
+    proximal = {c for c in grid if c.method in ch04.PROXIMAL}
+    assert proximal and panel.eta is not None and panel.lam is not None
+    for slider, values in ((panel.eta, {c.lr for c in proximal}), (panel.lam, {c.lam for c in proximal})):
+        assert 10 ** slider.min <= min(values) and max(values) <= 10 ** slider.max
+        assert slider.max - slider.min >= 2
+    baselines = {c.lr for c in grid if c.method not in ch04.PROXIMAL}
+    assert (panel.slider is None) == (not baselines)
+    if baselines:
+        assert 10 ** panel.slider.min <= min(baselines) and max(baselines) <= 10 ** panel.slider.max
+
+
 TINY = dict(dataset="mnist-5k", sizes=(784, 16, 10), train_size=200, epochs=1, batch_size=50)
 
 

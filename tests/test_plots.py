@@ -256,6 +256,85 @@ def test_lr_slider_spans_its_learning_rates():
     assert slider.value == pytest.approx(1e-2)
 
 
+def test_lr_slider_widens_a_narrow_grid_to_a_decade_either_side():
+    slider = widgets.lr_slider([10.0])
+    assert (slider.min, slider.max) == pytest.approx((0.0, 2.0))
+    assert slider.value == pytest.approx(10.0)
+
+
+@dataclass(frozen=True)
+class ProximalConfig:
+    method: str
+    lr: float
+    lam: float = 0.0
+    seed: int = 0
+
+
+def proximal_configs(scale, lrs=None, methods=None, seeds=None, lams=None):
+    """"plain" with a learning rate; "prox" with a step and a proximal parameter."""
+    presets = {"plain": [(0.1, 0.0), (1.0, 0.0)], "prox": [(1.0, 1.0), (1.0, 10.0), (10.0, 1.0)]}
+    configs = []
+    for method in methods or presets:
+        rates = lrs or sorted({lr for lr, _ in presets[method]})
+        lambdas = (lams if lams and method == "prox" else None) or sorted({lam for _, lam in presets[method]})
+        configs += [ProximalConfig(method=method, lr=lr, lam=lam, seed=s)
+                    for lr in rates for lam in lambdas for s in range(seeds or 1)]
+    return configs
+
+
+def run_proximal(config, device=None):
+    """A decaying loss whose level is set by the step sizes, so every run can be told apart."""
+    level = config.lr * (1.0 + config.lam)
+    return [dict(kind="epoch", step=t, epoch=float(t), loss=level / (t + 1), train_loss=level / (t + 1),
+                 diverged=False) for t in range(3)]
+
+
+@pytest.fixture
+def proximal_experiment():
+    from ibtools.experiments import EXPERIMENTS, Experiment, register
+
+    experiment = register(Experiment(name="proximal-test", chapter=97, title="proximal", run=run_proximal,
+                                      configs=proximal_configs))
+    yield experiment
+    EXPERIMENTS.pop("proximal-test", None)
+
+
+def test_a_plain_experiment_has_only_the_learning_rate_slider(tiny_experiment):
+    panel = widgets.LearningRatePanel(tiny_experiment)
+    assert panel.eta is None and panel.lam is None and panel.proximal == []
+    assert panel.slider.description == "learning rate η"
+
+
+def test_the_panel_gives_proximal_methods_eta_and_lambda_and_the_others_a_learning_rate(proximal_experiment):
+    panel = widgets.LearningRatePanel(proximal_experiment, lr=0.1, eta=1.0, lam=1.0)
+    assert panel.proximal == ["prox"]
+    assert "plain" in panel.slider.description and "prox" in panel.eta.description.lower()
+    assert panel.widget.children[:3] == (panel.slider, panel.eta, panel.lam)
+    assert (10 ** panel.lam.min, 10 ** panel.lam.max) == pytest.approx((0.1, 100.0))  # 1 and 10, widened
+    assert (10 ** panel.eta.min, 10 ** panel.eta.max) == pytest.approx((0.1, 100.0))
+
+    panel.slider.value, panel.eta.value, panel.lam.value = 0.3, 2.0, 5.0
+    table = panel.run()
+    steps = {m: set(zip(rows.lr.round(6), rows.lam.round(6))) for m, rows in table.groupby("method")}
+    assert steps == {"plain": {(0.3, 0.0)}, "prox": {(2.0, 5.0)}}
+    assert table[table.method == "prox"].train_loss.iloc[0] == pytest.approx(2.0 * 6.0)
+
+    panel.lam.value = 1.0
+    panel.run()
+    everything = panel.results["reduced"]
+    assert set(everything[everything.method == "prox"].lam.round(6)) == {1.0, 5.0}
+    shown = panel.at_current_lam(everything)
+    assert set(shown[shown.method == "prox"].lam.round(6)) == {1.0}  # the curve against eta is at this lambda
+    assert set(shown[shown.method == "plain"].lr.round(6)) == {0.3}
+    assert "λ = 1" in panel.title() and "lr = 0.3" in panel.title()
+
+    panel.methods.value = ("prox",)
+    only = panel.run()
+    assert set(only.method) == {"prox"} and "lr" not in panel.title()
+    panel.methods.value = ()
+    assert panel.run().empty
+
+
 @dataclass(frozen=True)
 class TwoProblemConfig:
     problem: str

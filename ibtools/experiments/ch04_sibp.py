@@ -249,16 +249,19 @@ VANISHING_STEPS = {("sgd", 1): (0.3, 0.0), ("sgd", 10): (0.3, 0.0),
                    ("sibp", 1): (0.003, 1e4), ("sibp", 10): (0.01, 1e4)}
 
 
-def vanishing_configs(scale, lrs=None, methods=None, seeds=None):
-    """SGD and SIBP, stochastic and full batch; 600 steps (reduced) or 3,000 (full: past the
-    1,000 steps after which the paper sees SGD's loss drop), one seed."""
+def vanishing_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batch_sizes=None):
+    """SGD and SIBP, stochastic (``batch_sizes`` 1) and full batch (10); 600 steps (reduced) or
+    3,000 (full: past the 1,000 steps after which the paper sees SGD's loss drop), one seed.
+    ``lrs`` and ``lams`` replace the preset steps (``lams``: SIBP's only)."""
     steps = 3000 if scale == "full" else 600
     configs = []
-    for method in methods or ("sgd", "sibp"):
-        for batch_size in (1, 10):
+    for method in _check_methods(methods, ("sgd", "sibp")):
+        for batch_size in batch_sizes or (1, 10):
+            check_choice("batch_size of the chain (1: one point per step, 10: full batch)", batch_size, (1, 10))
             lr, lam = VANISHING_STEPS[(method, batch_size)]
-            configs += [VanishingConfig(method=method, lr=rate, lam=lam, seed=s, batch_size=batch_size, steps=steps)
-                        for rate in (lrs or [lr]) for s in range(seeds if seeds is not None else 1)]
+            configs += [VanishingConfig(method=method, lr=rate, lam=lam_, seed=s, batch_size=batch_size, steps=steps)
+                        for rate in (lrs or [lr]) for lam_ in (lams if lams and method == "sibp" else [lam])
+                        for s in range(seeds if seeds is not None else 1)]
     return configs
 
 
@@ -512,12 +515,14 @@ def _check_methods(methods, allowed) -> tuple:
     return methods
 
 
-def _with_lrs(params: dict, lrs) -> dict:
-    """Replace every method's rates by ``lrs`` (each with the lambdas it had)."""
-    if not lrs:
-        return params
-    return {m: [(lr, lam) for lr in lrs for lam in dict.fromkeys(lam for _, lam in pairs)]
-            for m, pairs in params.items()}
+def _with_steps(params: dict, lrs=None, lams=None) -> dict:
+    """Replace every method's rates by ``lrs`` and the proximal methods' lambdas by ``lams``
+    (SGD and Adam keep lam = 0); each rate is paired with every lambda its method then has."""
+    def replaced(method, pairs):
+        rates = lrs or list(dict.fromkeys(lr for lr, _ in pairs))
+        lambdas = (lams if lams and method in PROXIMAL else None) or list(dict.fromkeys(lam for _, lam in pairs))
+        return [(lr, lam) for lr in rates for lam in lambdas] if (lrs or lams) else pairs
+    return {m: replaced(m, pairs) for m, pairs in params.items()}
 
 
 # 5.2, Table 2: the exact grid.
@@ -529,10 +534,10 @@ TABLE2 = {
 }
 
 
-def mnist_configs(scale, lrs=None, methods=None, seeds=None):
+def mnist_configs(scale, lrs=None, methods=None, seeds=None, lams=None):
     """Table 2: MNIST 60k, 50 epochs, 5 runs (full); mnist-5k, 2 epochs, 1 run (reduced)."""
     full = scale == "full"
-    return _configs(_check_methods(methods, tuple(TABLE2)), _with_lrs(TABLE2, lrs),
+    return _configs(_check_methods(methods, tuple(TABLE2)), _with_steps(TABLE2, lrs, lams),
                     seeds if seeds is not None else (5 if full else 1),
                     dataset="mnist" if full else "mnist-5k", sizes=(784, 500, 10), epochs=50 if full else 2)
 
@@ -546,13 +551,13 @@ DEEP_STDS = (0.01, 0.025, 0.03)
 DEEP = {"sgd": [(0.1, 0.0)], "proxbp": [(10.0, 1.0)], "bcd": [(1.0, 1.0)], "sibp": [(10.0, 1.0)]}
 
 
-def deep_configs(scale, lrs=None, methods=None, seeds=None, init_stds=None):
+def deep_configs(scale, lrs=None, methods=None, seeds=None, lams=None, init_stds=None):
     """784-600^10-10 on MNIST 60k for 50 epochs (full) or on 500 mnist-5k digits for 3
     epochs (reduced), each initialisation, one seed; ||dJ/dW1|| recorded."""
     full = scale == "full"
     methods = _check_methods(methods, tuple(DEEP))
     return [c for std in (init_stds or DEEP_STDS) for c in _configs(
-        methods, _with_lrs(DEEP, lrs), seeds if seeds is not None else 1, dataset="mnist" if full else "mnist-5k",
+        methods, _with_steps(DEEP, lrs, lams), seeds if seeds is not None else 1, dataset="mnist" if full else "mnist-5k",
         sizes=(784,) + (600,) * 10 + (10,), init_std=std, epochs=50 if full else 3,
         train_size=None if full else 500, record_grad=True)]
 
@@ -564,10 +569,10 @@ CIFAR = {"full": {"adam": [(1e-4, 0.0)], "proxbp": [(0.1, 1.0)], "sibp": [(0.1, 
          "reduced": {"adam": [(1e-4, 0.0)], "proxbp": [(10.0, 1.0)], "sibp": [(10.0, 1.0)]}}
 
 
-def cifar_configs(scale, lrs=None, methods=None, seeds=None):
+def cifar_configs(scale, lrs=None, methods=None, seeds=None, lams=None):
     """3072-2000-500-10 on CIFAR-10, 50 epochs (full); 784-1000-250-10 on mnist-5k, 2 epochs."""
     full = scale == "full"
-    return _configs(_check_methods(methods, tuple(CIFAR[scale])), _with_lrs(CIFAR[scale], lrs),
+    return _configs(_check_methods(methods, tuple(CIFAR[scale])), _with_steps(CIFAR[scale], lrs, lams),
                     seeds if seeds is not None else 1, dataset="cifar10" if full else "mnist-5k",
                     sizes=(3072, 2000, 500, 10) if full else (784, 1000, 250, 10), epochs=50 if full else 2)
 
@@ -580,29 +585,33 @@ SMALL_TASKS = {  # scale -> [(dataset, train_size, sizes)]
 }
 
 
-def small_configs(scale, lrs=None, methods=None, seeds=None):
+def small_configs(scale, lrs=None, methods=None, seeds=None, lams=None, train_sizes=None):
     """20 epochs on 10,000 MNIST / 2,000 Fashion-MNIST images (full); 5 epochs on 1,000 and
-    400 mnist-5k digits (reduced)."""
+    400 mnist-5k digits (reduced). ``train_sizes`` picks tasks by their training-set size."""
     methods = _check_methods(methods, tuple(SMALL))
-    return [c for dataset, size, sizes in SMALL_TASKS[scale] for c in _configs(
-        methods, _with_lrs(SMALL, lrs), seeds if seeds is not None else 1, dataset=dataset, sizes=sizes,
+    tasks = [t for t in SMALL_TASKS[scale] if not train_sizes or t[1] in train_sizes]
+    if not tasks:
+        raise ValueError(f"no {scale} task has a training set of {train_sizes}; "
+                         f"the sizes are {[t[1] for t in SMALL_TASKS[scale]]}")
+    return [c for dataset, size, sizes in tasks for c in _configs(
+        methods, _with_steps(SMALL, lrs, lams), seeds if seeds is not None else 1, dataset=dataset, sizes=sizes,
         train_size=size, epochs=20 if scale == "full" else 5)]
 
 
 CG_ITERS = (1, 2, 5, 10)
 
 
-def cg_configs(scale, lrs=None, methods=None, seeds=None, cg_iters=None):
+def cg_configs(scale, lrs=None, methods=None, seeds=None, lams=None, cg_iters=None):
     """SIBP (eta = 10, lambda = 1) with 1, 2, 5, 10 CG iterations: 3072-4000-1000-4000-10 on
     CIFAR-10 for 20 epochs (full); 784-256-64-256-10 on mnist-5k for 2 epochs (reduced);
     4 evaluations per epoch."""
     _check_methods(methods, ("sibp",))
     full = scale == "full"
-    return [SIBPRunConfig(method="sibp", lr=lr, lam=1.0, seed=s, cg_iters=k,
+    return [SIBPRunConfig(method="sibp", lr=lr, lam=lam, seed=s, cg_iters=k,
                           dataset="cifar10" if full else "mnist-5k",
                           sizes=(3072, 4000, 1000, 4000, 10) if full else (784, 256, 64, 256, 10),
                           epochs=20 if full else 2, evals_per_epoch=4)
-            for k in (cg_iters or CG_ITERS) for lr in (lrs or [10.0])
+            for k in (cg_iters or CG_ITERS) for lr in (lrs or [10.0]) for lam in (lams or [1.0])
             for s in range(seeds if seeds is not None else 1)]
 
 
@@ -628,10 +637,10 @@ LENET = {"full": {"adam": [(1e-3, 0.0)], "sibp": [(0.5, 1.0), (1.0, 1.0)]},
          "reduced": {"adam": [(1e-3, 0.0)], "sibp": [(10.0, 1.0)]}}
 
 
-def lenet_configs(scale, lrs=None, methods=None, seeds=None):
+def lenet_configs(scale, lrs=None, methods=None, seeds=None, lams=None):
     """The LeNet of 5.3 on CIFAR-10 for 50 epochs (full); on mnist-5k for 3 epochs (reduced)."""
     full = scale == "full"
-    return _configs(_check_methods(methods, tuple(LENET[scale])), _with_lrs(LENET[scale], lrs),
+    return _configs(_check_methods(methods, tuple(LENET[scale])), _with_steps(LENET[scale], lrs, lams),
                     seeds if seeds is not None else 1, dataset="cifar10" if full else "mnist-5k",
                     architecture="lenet-cifar", epochs=50 if full else 3)
 
@@ -641,14 +650,14 @@ def lenet_configs(scale, lrs=None, methods=None, seeds=None):
 PRUNE_L1 = {"full": (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3), "reduced": (0.0, 3e-4, 1e-3, 3e-3)}
 
 
-def prune_configs(scale, lrs=None, methods=None, seeds=None, l1s=None):
+def prune_configs(scale, lrs=None, methods=None, seeds=None, lams=None, l1s=None):
     """SIBP (eta = 10, lambda = 1) on LeNet-5 with each l1 weight: MNIST, 20 epochs (full);
     mnist-5k, 3 epochs (reduced). ``zero_weights`` on each run's last row."""
     _check_methods(methods, ("sibp",))
     full = scale == "full"
-    return [SIBPRunConfig(method="sibp", lr=lr, lam=1.0, seed=s, l1=l1, dataset="mnist" if full else "mnist-5k",
+    return [SIBPRunConfig(method="sibp", lr=lr, lam=lam, seed=s, l1=l1, dataset="mnist" if full else "mnist-5k",
                           architecture="lenet5", epochs=20 if full else 3)
-            for l1 in (l1s or PRUNE_L1[scale]) for lr in (lrs or [10.0])
+            for l1 in (l1s or PRUNE_L1[scale]) for lr in (lrs or [10.0]) for lam in (lams or [1.0])
             for s in range(seeds if seeds is not None else 1)]
 
 
