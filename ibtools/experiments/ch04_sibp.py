@@ -32,6 +32,8 @@ data, architecture and epochs):
   over 10 random points, w_j ~ N(0.15, 0.01), by SIBP and SGD, stochastic (one point per
   step) and full batch, recording the loss and |w1^{k+1} - w1^k| at every step.
   :func:`power_gradient_table` tabulates the gradient of (w^7 - 1)^2 (Figure 2).
+  ``sibp-chain-steps`` runs the same chain over a plane of step sizes (SGD's rate, SIBP's eta
+  and lambda; not a figure of the paper: it shows where each method stops being stable).
 - ``sibp-mnist`` (5.2, Table 2): 784-500-10 relu; SGD lr in {100, 10, 1, 0.1, 0.01}, SIBP
   eta in {10, 1, 0.1} x lambda in {100, 10, 1, 0.1, 0.01}, ProxBP eta = 0.1 with the same
   lambdas; training and test accuracy (:func:`accuracy_table`).
@@ -263,6 +265,19 @@ def vanishing_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batc
                         for rate in (lrs or [lr]) for lam_ in (lams if lams and method == "sibp" else [lam])
                         for s in range(seeds if seeds is not None else 1)]
     return configs
+
+
+# The chain's step-size plane: SGD's rate and SIBP's eta on one grid, so that one slider moves both.
+CHAIN_STEPS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+CHAIN_LAMS = (1e2, 1e3, 1e4, 1e5)
+
+
+def chain_steps_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batch_sizes=None):
+    """The full-batch chain of ``sibp-vanishing`` over a grid of steps: SGD at every rate of
+    :data:`CHAIN_STEPS`, SIBP at every eta of it and every lambda of :data:`CHAIN_LAMS`
+    (reduced: 600 steps; full: 3,000 steps, one point and all points per step)."""
+    return vanishing_configs(scale, lrs=lrs or list(CHAIN_STEPS), methods=methods, seeds=seeds,
+                             lams=lams or list(CHAIN_LAMS), batch_sizes=batch_sizes or ([1, 10] if scale == "full" else [10]))
 
 
 # --- the classification runs ------------------------------------------------------------------
@@ -667,6 +682,8 @@ def _experiment(name: str, title: str, run_fn, configs, metric: str = "train_acc
 
 vanishing = _experiment("sibp-vanishing", "SIBP vs SGD on a 7-weight scalar chain: escaping vanishing gradients",
                         run_vanishing, vanishing_configs, metric="loss")
+chain_steps = _experiment("sibp-chain-steps", "SGD's rate and SIBP's eta x lambda on the scalar chain of 5.1",
+                          run_vanishing, chain_steps_configs, metric="loss")
 mnist = _experiment("sibp-mnist", "SIBP, ProxBP and SGD on MNIST 784-500-10 (Table 2)", run, mnist_configs)
 deep = _experiment("sibp-deep", "SIBP, BCD, ProxBP and SGD on a 784-600^10-10 network (Figures 4-7)",
                    run, deep_configs)
