@@ -5,6 +5,7 @@ bad configs are refused with a message naming the fix."""
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ibtools.experiments import ch04_sibp as ch04
@@ -167,6 +168,27 @@ def test_vanishing_sibp_escapes_where_sgd_crawls():
     assert full[-1] < 0.5 * full[0] and not sibp[-1]["diverged"]
     sgd_full = [r["train_loss"] for r in sgd if r["kind"] == "epoch"]
     assert sgd_full[-1] > 0.99 * sgd_full[0]
+
+
+def test_vanishing_log_every_keeps_every_kth_step_row_and_the_last_with_the_same_values():
+    config = ch04.VanishingConfig(method="sibp", lr=0.01, lam=1e3, batch_size=10, steps=25)
+    every = ch04.run_vanishing(config)
+    thinned = ch04.run_vanishing(dataclasses.replace(config, log_every=10))
+    steps = [r for r in every if r["kind"] == "step"]
+    kept = [r for r in thinned if r["kind"] == "step"]
+    assert [r["step"] for r in kept] == [0, 10, 20, 24]
+    assert kept == [steps[i] for i in (0, 10, 20, 24)]
+    epochs = [pd.DataFrame([r for r in rows if r["kind"] != "step"]) for rows in (thinned, every)]
+    pd.testing.assert_frame_equal(*epochs)  # (NaN accuracies compare equal here)
+
+
+def test_the_chain_step_plane_puts_sgd_and_sibp_on_one_grid_of_steps():
+    configs = ch04.chain_steps.grid("reduced")
+    assert {c.lr for c in configs if c.method == "sgd"} == {c.lr for c in configs if c.method == "sibp"} == set(
+        ch04.CHAIN_STEPS)
+    assert {c.lam for c in configs if c.method == "sibp"} == set(ch04.CHAIN_LAMS)
+    assert {c.batch_size for c in configs} == {10} and {c.log_every for c in configs} == {10}
+    assert len(configs) == len(ch04.CHAIN_STEPS) * (1 + len(ch04.CHAIN_LAMS))
 
 
 def test_vanishing_stochastic_logs_every_step():

@@ -156,6 +156,7 @@ class VanishingConfig:
     init_std: float = 0.01
     noise: float = 0.1
     cg_iters: int = 5
+    log_every: int = 1  # keep the step rows of every log_every-th step (and the last)
 
 
 def chain_data(points: int, noise: float, seed: int) -> data.Dataset:
@@ -196,7 +197,8 @@ class _FirstWeightSteps:
 def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
     """Train the chain; rows of kind "step" carry ``loss`` (the batch loss before the step),
     ``w1`` (before it) and ``w1_step`` = |w1^{k+1} - w1^k|; rows of kind "epoch" the loss over
-    all points (one epoch = one pass over the points)."""
+    all points (one epoch = one pass over the points). Step rows are kept for every
+    ``log_every``-th step and the last one."""
     check_choice("method", config.method, ("sgd", "sibp"))
     check_lr(config.lr)
     _check_lam("sibp" if config.method == "sibp" else "sgd", config.lam)
@@ -212,6 +214,7 @@ def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
     _check_positive("init_std", config.init_std, "the paper's N(0.15, 0.01) has init_std=0.01")
     _check_nonnegative("noise", config.noise, "e.g. noise=0.1")
     _check_int("cg_iters", config.cg_iters, 1, "the paper uses 5")
+    every = _check_int("log_every", config.log_every, 1, "1 keeps every step")
     dataset = chain_data(points, config.noise, config.seed)
     torch.manual_seed(config.seed)
     model = scalar_chain(depth, config.init_mean, config.init_std)
@@ -229,7 +232,9 @@ def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
     for row in result.rows:
         if row["kind"] == "step":
             row["w1"], row["w1_step"] = records[row["step"]]
-    return result.rows
+    last_step = max(row["step"] for row in result.rows if row["kind"] == "step")
+    return [row for row in result.rows
+            if row["kind"] != "step" or row["step"] % every == 0 or row["step"] == last_step]
 
 
 def power_gradient_table(power: int = 7, low: float = -1.5, high: float = 1.5, count: int = 301) -> pd.DataFrame:
@@ -251,7 +256,7 @@ VANISHING_STEPS = {("sgd", 1): (0.3, 0.0), ("sgd", 10): (0.3, 0.0),
                    ("sibp", 1): (0.003, 1e4), ("sibp", 10): (0.01, 1e4)}
 
 
-def vanishing_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batch_sizes=None):
+def vanishing_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batch_sizes=None, log_every=1):
     """SGD and SIBP, stochastic (``batch_sizes`` 1) and full batch (10); 600 steps (reduced) or
     3,000 (full: past the 1,000 steps after which the paper sees SGD's loss drop), one seed.
     ``lrs`` and ``lams`` replace the preset steps (``lams``: SIBP's only)."""
@@ -261,7 +266,8 @@ def vanishing_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batc
         for batch_size in batch_sizes or (1, 10):
             check_choice("batch_size of the chain (1: one point per step, 10: full batch)", batch_size, (1, 10))
             lr, lam = VANISHING_STEPS[(method, batch_size)]
-            configs += [VanishingConfig(method=method, lr=rate, lam=lam_, seed=s, batch_size=batch_size, steps=steps)
+            configs += [VanishingConfig(method=method, lr=rate, lam=lam_, seed=s, batch_size=batch_size, steps=steps,
+                                        log_every=log_every)
                         for rate in (lrs or [lr]) for lam_ in (lams if lams and method == "sibp" else [lam])
                         for s in range(seeds if seeds is not None else 1)]
     return configs
@@ -275,9 +281,11 @@ CHAIN_LAMS = (1e2, 1e3, 1e4, 1e5)
 def chain_steps_configs(scale, lrs=None, methods=None, seeds=None, lams=None, batch_sizes=None):
     """The full-batch chain of ``sibp-vanishing`` over a grid of steps: SGD at every rate of
     :data:`CHAIN_STEPS`, SIBP at every eta of it and every lambda of :data:`CHAIN_LAMS`
-    (reduced: 600 steps; full: 3,000 steps, one point and all points per step)."""
+    (reduced: 600 steps; full: 3,000 steps, one point and all points per step); the loss of
+    every tenth step is kept."""
     return vanishing_configs(scale, lrs=lrs or list(CHAIN_STEPS), methods=methods, seeds=seeds,
-                             lams=lams or list(CHAIN_LAMS), batch_sizes=batch_sizes or ([1, 10] if scale == "full" else [10]))
+                             lams=lams or list(CHAIN_LAMS), batch_sizes=batch_sizes or ([1, 10] if scale == "full" else [10]),
+                             log_every=10)
 
 
 # --- the classification runs ------------------------------------------------------------------
