@@ -156,7 +156,7 @@ class VanishingConfig:
     init_std: float = 0.01
     noise: float = 0.1
     cg_iters: int = 5
-    log_every: int = 1  # keep the step rows of every log_every-th step (and the last)
+    log_every: int = 1  # keep the rows of every log_every-th step (and the last of each kind)
 
 
 def chain_data(points: int, noise: float, seed: int) -> data.Dataset:
@@ -197,8 +197,8 @@ class _FirstWeightSteps:
 def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
     """Train the chain; rows of kind "step" carry ``loss`` (the batch loss before the step),
     ``w1`` (before it) and ``w1_step`` = |w1^{k+1} - w1^k|; rows of kind "epoch" the loss over
-    all points (one epoch = one pass over the points). Step rows are kept for every
-    ``log_every``-th step and the last one."""
+    all points (one epoch = one pass over the points). Rows are kept for every
+    ``log_every``-th step and the last of each kind."""
     check_choice("method", config.method, ("sgd", "sibp"))
     check_lr(config.lr)
     _check_lam("sibp" if config.method == "sibp" else "sgd", config.lam)
@@ -232,9 +232,8 @@ def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
     for row in result.rows:
         if row["kind"] == "step":
             row["w1"], row["w1_step"] = records[row["step"]]
-    last_step = max(row["step"] for row in result.rows if row["kind"] == "step")
-    return [row for row in result.rows
-            if row["kind"] != "step" or row["step"] % every == 0 or row["step"] == last_step]
+    last = {row["kind"]: row["step"] for row in result.rows}  # the last step of each kind of row
+    return [row for row in result.rows if row["step"] % every == 0 or row["step"] == last[row["kind"]]]
 
 
 def power_gradient_table(power: int = 7, low: float = -1.5, high: float = 1.5, count: int = 301) -> pd.DataFrame:
