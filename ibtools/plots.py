@@ -219,7 +219,7 @@ def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, series: s
                   logx: bool = False, logy: bool = False, modes: dict[str, str] | None = None,
                   markers: dict[str, dict] | None = None, start: float | None = None,
                   second: str | None = None, second_label: str | None = None,
-                  second_start: float | None = None) -> go.Figure:
+                  second_start: float | None = None, across_second: tuple = ()) -> go.Figure:
     """A kernel-free figure of curves that change with one or two parameters: one trace per
     value of ``series``, drawn from the rows whose ``slider`` column (and ``second`` column, if
     given) equal the sliders' values.
@@ -231,9 +231,12 @@ def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, series: s
     With ``second``, the figure holds one set of traces per value of ``second``, one set shown
     at a time: the first slider redraws every set, the second shows the set of its value, so the
     two sliders act independently in the browser with no script. A series whose rows are the
-    same for every value of both sliders (a fixed curve) is drawn once and never redrawn."""
+    same for every value of both sliders (a fixed curve) is drawn once and never redrawn. The
+    series named in ``across_second`` follow the first slider only: their rows are picked by
+    ``slider`` whatever their ``second`` column holds (a baseline without that parameter)."""
     values = sorted(table[slider].unique())
-    seconds = sorted(table[second].unique()) if second else [None]
+    own = ~table[series].isin(list(across_second))
+    seconds = sorted(table.loc[own, second].unique()) if second else [None]
     names = list(dict.fromkeys(table[series]))
     first = _nearest(values, start)
     first_second = _nearest(seconds, second_start) if second else None
@@ -241,7 +244,7 @@ def slider_figure(table: pd.DataFrame, *, slider: str, x: str, y: str, series: s
 
     def rows(name, value, value2):
         chosen = (table[slider] == value) & (table[series] == name)
-        if second:
+        if second and name not in across_second:
             chosen &= table[second] == value2
         return table[chosen]
 

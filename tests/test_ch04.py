@@ -16,7 +16,8 @@ EPOCH_COLUMNS = {"kind", "epoch", "step", "loss", "train_loss", "test_loss", "tr
 
 def test_every_experiment_is_registered_with_both_presets():
     from ibtools.experiments import EXPERIMENTS
-    for name in ("sibp-vanishing", "sibp-mnist", "sibp-deep", "sibp-cifar", "sibp-small", "sibp-cg"):
+    for name in ("sibp-vanishing", "sibp-chain-steps", "sibp-mnist", "sibp-deep", "sibp-cifar", "sibp-small", "sibp-cg",
+                 "sibp-lenet", "sibp-prune"):
         experiment = EXPERIMENTS[name]
         assert experiment.chapter == 4
         assert experiment.grid("full") and experiment.grid("reduced")
@@ -258,6 +259,19 @@ def test_the_committed_reduced_results_are_reproduced_by_rerunning_one_of_their_
         if config.init_std is not None:
             stored = stored[stored.init_std == config.init_std]
         assert rows[-1]["train_acc"] == pytest.approx(stored.sort_values("step")["train_acc"].iloc[-1], abs=1e-6)
+
+
+@pytest.mark.parametrize("method,lr,lam", [("sibp", 0.003, 1e3), ("sibp", 0.1, 1e2), ("sgd", 0.3, 0.0)])
+def test_the_committed_chain_step_plane_is_reproduced_by_rerunning_its_runs(method, lr, lam):
+    """An escaping, a diverging and a stuck run of the committed plane, recomputed."""
+    from ibtools.experiments import load_results
+    table, provenance = load_results("sibp-chain-steps", "reduced")
+    assert provenance["command"] == "python -m ibtools run sibp-chain-steps --out book/results"
+    config = next(c for c in ch04.chain_steps.grid("reduced") if (c.method, c.lr, c.lam) == (method, lr, lam))
+    rows = pd.DataFrame(ch04.run_vanishing(config))
+    stored = table[(table.method == method) & np.isclose(table.lr, lr) & np.isclose(table.lam, lam)]
+    assert list(rows.step) == list(stored.step) and list(rows.diverged) == list(stored.diverged)
+    np.testing.assert_allclose(rows.loss.to_numpy(float), stored.loss.to_numpy(float), rtol=1e-5)
 
 
 def test_the_convolutional_presets_follow_the_paper_and_a_pruned_lenet5_run_reports_its_zeros():

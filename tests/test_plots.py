@@ -445,6 +445,18 @@ def test_slider_figure_with_a_second_slider_shows_one_set_of_traces_per_value_an
     assert list(fig.data[2].y) == [40.0]  # k = 2, m = 20 shown first
 
 
+def test_a_series_across_the_second_slider_follows_the_first_only():
+    rows = [{"k": k, "m": m, "series": "tuned", "x": 0.0, "y": float(k * m)} for k in (1, 2) for m in (10, 20)]
+    rows += [{"k": k, "m": 0.0, "series": "baseline", "x": 0.0, "y": -float(k)} for k in (1, 2)]
+    fig = plots.slider_figure(pd.DataFrame(rows), slider="k", x="x", y="y", series="series", second="m",
+                              across_second=("baseline",), start=1, second_start=10)
+    first, second = fig.layout.sliders
+    assert [step.label for step in second.steps] == ["10", "20"]  # the baseline's m = 0 is no value of the slider
+    assert [t.name for t in fig.data] == ["tuned", "baseline", "tuned", "baseline"]
+    assert [list(t.y) for t in fig.data] == [[10.0], [-1.0], [20.0], [-1.0]]
+    assert first.steps[1].args[0]["y"] == [[20.0], [-2.0], [40.0], [-2.0]]  # k = 2 redraws both, in each set
+
+
 def test_seed_scatter_draws_one_point_per_finished_run_and_an_x_per_diverged_run(table):
     ax = plots.seed_scatter(table)
     offsets = {c.get_label(): c.get_offsets() for c in ax.collections}
