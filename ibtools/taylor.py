@@ -41,6 +41,7 @@ separable its infimum, 0, is approached rather than attained).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -48,6 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
+
+with warnings.catch_warnings():  # torch scripts its forward-mode rules when first loaded, with a
+    warnings.simplefilter("ignore", DeprecationWarning)  # deprecation warning about itself
+    import torch._decomp.decompositions_for_jvp  # noqa: F401,E402
 
 LOSSES = ("mse", "cross_entropy")
 

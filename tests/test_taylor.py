@@ -16,13 +16,14 @@ from torch import nn
 
 from ibtools import taylor
 
-torch.set_default_dtype(torch.float64)
 
-
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def float64_default():
+    """The tests compare to 1e-9 and beyond: float64 throughout, restored after each test."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(before)
 
 
 def mlp(seed=0, sizes=(5, 7, 4, 3)):

@@ -1,0 +1,70 @@
+"""Chapter 5's experiments: the presets hold the paper's architectures and rates (appendix
+A.5), and a cut-down run of each task records regret rows that agree with the training loop."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from torch import nn
+
+from ibtools.experiments import ch05_taylor as ch05
+
+
+def test_full_presets_hold_the_paper_s_networks_batches_and_rates():
+    ae = ch05.regret_autoencoder.grid("full")
+    assert {(c.optimizer, c.lr) for c in ae} == {("rmsprop", 1e-3), ("adam", 1e-2), ("sgd", ch05.SGD_RATES["autoencoder"])}
+    assert {c.batch_size for c in ae} == {64} and {c.dataset for c in ae} == {"mnist"}
+    widths = [m.out_features for m in ch05.autoencoder() if isinstance(m, nn.Linear)]
+    assert widths == [50, 30, 20, 30, 50, 784]
+    conv = ch05.regret_convnet.grid("full")
+    assert {(c.optimizer, c.lr) for c in conv} == {("rmsprop", 5e-4), ("adam", 2e-4), ("sgd", ch05.SGD_RATES["convnet"])}
+    assert {(c.batch_size, c.channels, c.fc, c.dataset) for c in conv} == {(128, 64, 192, "cifar10")}
+    net = ch05.convnet((3, 32, 32), 10)
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    assert [(m.out_channels, m.kernel_size) for m in convs] == [(64, (5, 5))] * 3
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net) == 3 and net[-3].out_features == 192
+
+
+def test_the_reduced_autoencoder_runs_every_optimizer_at_three_rates_around_its_own():
+    grid = ch05.regret_autoencoder.grid("reduced")
+    for name in ch05.OPTIMIZERS:
+        rates = sorted(c.lr for c in grid if c.optimizer == name)
+        assert rates == pytest.approx([ch05.preset_rate("autoencoder", name) * f for f in ch05.RATE_FACTORS])
+
+
+TINY = dict(train_size=256, epochs=1, neurons_per_layer=2, checkpoints=3)
+
+
+def test_a_cut_down_autoencoder_run_records_the_loop_s_losses_and_a_regret_per_unit():
+    config = dataclasses.replace(ch05.regret_autoencoder.grid("reduced", methods=["adam"], lrs=[1e-2])[0], **TINY)
+    table = pd.DataFrame(ch05.run(config))
+    steps = table[table.kind == "step"].sort_values("step")
+    regret = table[table.kind == "regret"]
+    assert set(regret.rounds) == set(ch05.sqrt_checkpoints(4, 3)) and regret.rounds.max() == 4  # 256 / 64 rounds
+    for rounds, rows in regret.groupby("rounds"):
+        # everything was recorded, so the cumulative loss is the sum of the loop's batch losses
+        assert rows.cum_loss.iloc[0] == pytest.approx(steps.loss.iloc[:int(rounds)].sum(), rel=1e-6)
+        assert len(rows) == 5 * 2 + 1  # 2 neurons of each of 5 hidden layers, layer 3 whole
+    np.testing.assert_allclose(regret.regret, regret.cum_loss - regret.taylor_opt)
+    assert set(regret[regret.scope == "layer"].depth) == {3}
+    assert table.recorder_mb.dropna().iloc[0] > 0
+
+
+def test_a_cut_down_convnet_run_records_regret_for_its_convolutions():
+    config = dataclasses.replace(ch05.regret_convnet.grid("reduced", methods=["sgd"])[0], **TINY, batch_size=64,
+                                 examples=4, channels=4, fc=8)
+    table = pd.DataFrame(ch05.run(config))
+    regret = table[table.kind == "regret"]
+    assert set(regret[regret.scope == "neuron"].depth) == {1, 2, 3}
+    assert set(regret[regret.scope == "layer"].depth) == {1}
+    assert (regret.taylor_opt >= -1e-9).all()  # a cross-entropy is never negative
+
+
+@pytest.mark.parametrize("change,match", [(dict(optimizer="lbfgs"), "optimizer"), (dict(task="rnn"), "task"),
+                                          (dict(lr=-1.0), "learning rate"), (dict(record_every=0), "record_every"),
+                                          (dict(layers=(9,)), "depths"), (dict(examples=0), "examples")])
+def test_bad_configs_raise_with_the_fix(change, match):
+    config = dataclasses.replace(ch05.regret_autoencoder.grid("reduced")[0], **TINY, **change)
+    with pytest.raises(ValueError, match=match):
+        ch05.run(config)
