@@ -35,9 +35,13 @@ def label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
-def final_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The last recorded row of each run: its final metrics, or where it stopped if it diverged."""
-    ordered = table.sort_values("step", kind="stable")
+def final_rows(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The last recorded row of each run: its final metrics, or where it stopped if it diverged.
+    With ``metric``, the last row that holds that metric (a run may also record rows of other
+    kinds, such as chapter 5's regret rows), else the run's last row."""
+    key = table[metric].notna() if metric is not None and metric in table else pd.Series(True, index=table.index)
+    ordered = table.assign(_has=key).sort_values(["_has", "step"], kind="stable").drop(columns="_has")
+    ordered.attrs = dict(table.attrs)
     return ordered.groupby(run_columns(table), as_index=False, dropna=False).tail(1)
 
 
@@ -45,7 +49,7 @@ def summarize(table: pd.DataFrame, metric: str = "train_loss") -> pd.DataFrame:
     """Mean and standard deviation of ``metric`` at the end of training over seeds, per method
     and learning rate, counting only runs that did not diverge; ``diverged`` is the fraction
     of seeds that did."""
-    last = final_rows(table)
+    last = final_rows(table, metric)
     keys = [c for c in run_columns(last) if c != "seed"]
     value = last[metric].where(~last["diverged"].astype(bool))
     out = (last.assign(value=value).groupby(keys, dropna=False)
@@ -84,7 +88,7 @@ def seed_scatter(table: pd.DataFrame, metric: str = "train_loss", ax=None, title
     top. The per-seed view of :func:`loss_vs_lr`."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    last = final_rows(table)
+    last = final_rows(table, metric)
     ok = ~last["diverged"].astype(bool)
     top = last.loc[ok, metric].max() * 1.5 if ok.any() else 1.0
     methods = list(dict.fromkeys(last["method"]))

@@ -13,12 +13,12 @@ from ibtools.experiments import ch05_taylor as ch05
 
 def test_full_presets_hold_the_paper_s_networks_batches_and_rates():
     ae = ch05.regret_autoencoder.grid("full")
-    assert {(c.optimizer, c.lr) for c in ae} == {("rmsprop", 1e-3), ("adam", 1e-2), ("sgd", ch05.SGD_RATES["autoencoder"])}
+    assert {(c.method, c.lr) for c in ae} == {("rmsprop", 1e-3), ("adam", 1e-2), ("sgd", ch05.SGD_RATES["autoencoder"])}
     assert {c.batch_size for c in ae} == {64} and {c.dataset for c in ae} == {"mnist"}
     widths = [m.out_features for m in ch05.autoencoder() if isinstance(m, nn.Linear)]
     assert widths == [50, 30, 20, 30, 50, 784]
     conv = ch05.regret_convnet.grid("full")
-    assert {(c.optimizer, c.lr) for c in conv} == {("rmsprop", 5e-4), ("adam", 2e-4), ("sgd", ch05.SGD_RATES["convnet"])}
+    assert {(c.method, c.lr) for c in conv} == {("rmsprop", 5e-4), ("adam", 2e-4), ("sgd", ch05.SGD_RATES["convnet"])}
     assert {(c.batch_size, c.channels, c.fc, c.dataset) for c in conv} == {(128, 64, 192, "cifar10")}
     net = ch05.convnet((3, 32, 32), 10)
     convs = [m for m in net if isinstance(m, nn.Conv2d)]
@@ -29,7 +29,7 @@ def test_full_presets_hold_the_paper_s_networks_batches_and_rates():
 def test_the_reduced_autoencoder_runs_every_optimizer_at_three_rates_around_its_own():
     grid = ch05.regret_autoencoder.grid("reduced")
     for name in ch05.OPTIMIZERS:
-        rates = sorted(c.lr for c in grid if c.optimizer == name)
+        rates = sorted(c.lr for c in grid if c.method == name)
         assert rates == pytest.approx([ch05.preset_rate("autoencoder", name) * f for f in ch05.RATE_FACTORS])
 
 
@@ -61,7 +61,7 @@ def test_a_cut_down_convnet_run_records_regret_for_its_convolutions():
     assert (regret.taylor_opt >= -1e-9).all()  # a cross-entropy is never negative
 
 
-@pytest.mark.parametrize("change,match", [(dict(optimizer="lbfgs"), "optimizer"), (dict(task="rnn"), "task"),
+@pytest.mark.parametrize("change,match", [(dict(method="lbfgs"), "optimizer"), (dict(task="rnn"), "task"),
                                           (dict(lr=-1.0), "learning rate"), (dict(record_every=0), "record_every"),
                                           (dict(layers=(9,)), "depths"), (dict(examples=0), "examples")])
 def test_bad_configs_raise_with_the_fix(change, match):

@@ -71,7 +71,7 @@ class RegretConfig:
     checkpoints, evenly spaced in sqrt(N)."""
 
     task: str  # "autoencoder" | "convnet"
-    optimizer: str  # "adam" | "rmsprop" | "sgd"
+    method: str  # the optimizer: "adam" | "rmsprop" | "sgd"
     lr: float
     seed: int = 0
     dataset: str = "mnist-5k"
@@ -172,7 +172,7 @@ def make_optimizer(name: str, lr: float, params):
 
 def check_config(config: RegretConfig) -> None:
     check_choice("task", config.task, TASKS)
-    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("optimizer", config.method, OPTIMIZERS)
     check_lr(config.lr)
     for name in ("epochs", "batch_size", "neurons_per_layer", "record_every", "checkpoints"):
         value = getattr(config, name)
@@ -199,7 +199,7 @@ def run(config: RegretConfig, device=None) -> list[dict]:
                                 checkpoints=sqrt_checkpoints(recorded, config.checkpoints),
                                 examples=config.examples)
         holder["recorder"] = recorder
-        return _Recording(make_optimizer(config.optimizer, config.lr, model.parameters()), recorder,
+        return _Recording(make_optimizer(config.method, config.lr, model.parameters()), recorder,
                           config.record_every)
 
     result = train(net, dataset, make, loss=loss, epochs=config.epochs, batch_size=config.batch_size,
@@ -239,7 +239,7 @@ def autoencoder_configs(scale, lrs=None, methods=None, seeds=None):
     full = scale == "full"
     fixed = (dict(dataset="mnist", epochs=10, neurons_per_layer=50, layers=(2, 3, 4, 5)) if full
              else dict(dataset="mnist-5k", epochs=5, neurons_per_layer=5, layers=(3,)))
-    return [RegretConfig(task="autoencoder", optimizer=name, lr=lr, seed=s, batch_size=64, **fixed)
+    return [RegretConfig(task="autoencoder", method=name, lr=lr, seed=s, batch_size=64, **fixed)
             for name, lr in _rates("autoencoder", methods, lrs, (1.0,) if full else RATE_FACTORS)
             for s in range(seeds if seeds is not None else 1)]
 
@@ -255,7 +255,7 @@ def convnet_configs(scale, lrs=None, methods=None, seeds=None):
                   examples=4, record_every=4) if full
              else dict(dataset="mnist-5k", epochs=5, channels=16, fc=64, neurons_per_layer=3, layers=(1,),
                        examples=8, checkpoints=12))
-    return [RegretConfig(task="convnet", optimizer=name, lr=lr, seed=s, batch_size=128, **fixed)
+    return [RegretConfig(task="convnet", method=name, lr=lr, seed=s, batch_size=128, **fixed)
             for name, lr in _rates("convnet", methods, lrs) for s in range(seeds if seeds is not None else 1)]
 
 
