@@ -262,30 +262,12 @@ def test_online_gradient_descent_on_a_convex_problem_has_regret_growing_like_sqr
     """A linear softmax classifier is its own Taylor approximation, so the recorder's regret is
     the online-convex-optimisation regret of Zinkevich (2003); projected OGD with steps
     D / (G sqrt(n)) keeps it below (3/2) G D sqrt(N)."""
-    torch.manual_seed(0)
-    dim, classes, rounds, radius = 4, 3, 1600, 3.0
-    truth = torch.randn(classes, dim)
-    model = nn.Sequential(nn.Linear(dim, classes, bias=False))
-    nn.init.zeros_(model[0].weight)
-    recorder = taylor.TaylorRegret(model, layers=[0], loss="cross_entropy", checkpoints=[100, 400, 1600])
-    G = np.sqrt(2.0) * 2.0  # |grad| <= sqrt(2) |x| for the softmax loss, and |x| <= 2 below
-    D = 2 * radius
-    for n in range(1, rounds + 1):
-        x = torch.randn(1, dim)
-        x = x * torch.clamp(2.0 / x.norm(), max=1.0)
-        y = torch.multinomial(torch.softmax(x @ truth.T, dim=1), 1)[:, 0]  # noisy labels: a finite optimum
-        recorder.observe(x, y)
-        model.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        with torch.no_grad():
-            w = model[0].weight
-            w -= D / (G * np.sqrt(n)) * w.grad
-            w *= torch.clamp(radius / w.norm(), max=1.0)  # projection onto the ball of radius D/2
-    rows = {r["round"]: r for r in recorder.rows}
-    _, best = recorder.optimum(recorder.units[0])
-    assert best.norm() <= radius  # the hindsight optimum lies in the ball OGD is projected on
-    for N, row in rows.items():
-        assert row["regret"] <= 1.5 * G * D * np.sqrt(N)
-    per_round = [rows[N]["regret"] / N for N in (100, 400, 1600)]
-    assert per_round[0] > per_round[1] > per_round[2]  # regret / N -> 0: no regret
-    assert rows[1600]["regret"] / np.sqrt(1600) < 2 * rows[400]["regret"] / np.sqrt(400)  # not faster than sqrt N
+    from ibtools.experiments.ch05_taylor import online_regret
+
+    table = online_regret(1600, radius=4.0, checkpoints=4).set_index("rounds")
+    assert table.attrs["optimum_norm"] <= 4.0  # the hindsight optimum lies in the ball OGD is projected on
+    assert (table.regret <= table.bound).all()
+    per_round = (table.regret / table.index).to_numpy()
+    assert (np.diff(per_round[1:]) < 0).all()  # regret / N -> 0: no regret
+    ratio = table.regret / np.sqrt(table.index)
+    assert ratio.iloc[-1] < 2 * ratio.iloc[len(ratio) // 2]  # no faster than sqrt(N)

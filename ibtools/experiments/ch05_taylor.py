@@ -37,6 +37,8 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -214,6 +216,41 @@ def run(config: RegretConfig, device=None) -> list[dict]:
                          taylor_opt=row["taylor_opt"], regret=row["regret"], diverged=result.diverged))
     rows[-1]["recorder_mb"] = recorder.nbytes / 2 ** 20
     return rows
+
+
+# --- regret on a convex problem ---------------------------------------------------------------------
+
+def online_regret(rounds: int = 1600, *, dim: int = 4, classes: int = 3, radius: float = 4.0,
+                  checkpoints: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Online gradient descent on a stream of convex losses, the setting of Theorem 1.
+
+    A linear softmax classifier (its own Taylor approximation, so :class:`TaylorRegret`'s regret
+    is Zinkevich's) sees one example a round, |x| <= 2, labels drawn from a fixed softmax model
+    (a finite optimum), and takes the projected step D / (G sqrt(n)) onto the ball of radius
+    D / 2 = ``radius``, with G = 2 sqrt(2) bounding the gradients; then Regret(N) <=
+    (3/2) G D sqrt(N). Rows per checkpoint: ``rounds``, ``cum_loss``, ``taylor_opt``, ``regret``
+    and that ``bound``; ``attrs["optimum_norm"]`` is the norm of the hindsight optimum."""
+    generator = torch.Generator().manual_seed(seed)
+    truth = torch.randn(classes, dim, generator=generator, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(dim, classes, bias=False)).double()
+    nn.init.zeros_(model[0].weight)
+    recorder = TaylorRegret(model, layers=[0], loss="cross_entropy", checkpoints=sqrt_checkpoints(rounds, checkpoints))
+    G, D = 2.0 * math.sqrt(2.0), 2.0 * radius
+    for n in range(1, rounds + 1):
+        x = torch.randn(1, dim, generator=generator, dtype=torch.float64)
+        x = x * torch.clamp(2.0 / x.norm(), max=1.0)
+        y = torch.multinomial(torch.softmax(x @ truth.T, dim=1), 1, generator=generator)[:, 0]
+        recorder.observe(x, y)
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            w = model[0].weight
+            w -= D / (G * math.sqrt(n)) * w.grad
+            w *= torch.clamp(radius / w.norm(), max=1.0)
+    table = pd.DataFrame(recorder.rows).drop(columns=["layer", "neuron", "scope"]).rename(columns={"round": "rounds"})
+    table["bound"] = 1.5 * G * D * np.sqrt(table["rounds"])
+    table.attrs["optimum_norm"] = float(recorder.optimum(recorder.units[0])[1].norm())
+    return table
 
 
 # --- presets -------------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Chapter 6's experiments: the presets hold the paper's recording protocol (appendix A.6),
+and a cut-down run of each network records one configuration per epoch and the three
+measures of Figure 5."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ibtools.experiments import ch05_taylor as ch05
+from ibtools.experiments import ch06_configurations as ch06
+
+
+def test_the_presets_record_as_appendix_a6_does_and_test_sgd_at_several_rates():
+    ae = ch06.exploration_autoencoder.grid("full")
+    assert {(c.dataset, c.record_points, c.max_units) for c in ae} == {("mnist", None, None)}  # every input and unit
+    conv = ch06.exploration_convnet.grid("full")
+    assert {(c.dataset, c.record_points, c.max_units, c.channels) for c in conv} == {("cifar10", 500, 10000, 64)}
+    assert {c.volume_epochs for c in ae + conv} == {50}  # singular values over the first 50 epochs
+    for grid, task in ((ae, "autoencoder"), (conv, "convnet")):
+        sgd = sorted(c.lr for c in grid if c.method == "sgd")
+        assert len(sgd) >= 2 and ch05.preset_rate(task, "sgd") in sgd  # the tuned rate among several
+        assert {(c.method, c.lr) for c in grid if c.method != "sgd"} == {
+            (m, ch05.preset_rate(task, m)) for m in ("adam", "rmsprop")}
+
+
+def check_measures(table: pd.DataFrame, epochs: int, units: int, points: int):
+    last = table.iloc[-1]
+    assert (last.recorded_epochs, last.units, last.points) == (epochs + 1, units, points)
+    hamming = table[table.kind == "hamming"]
+    assert list(hamming.step) == list(range(1, epochs + 1))
+    assert ((hamming.value >= 0) & (hamming.value <= units * points)).all()
+    np.testing.assert_allclose(hamming.fraction, hamming.value / (units * points))
+    for kind in ("switches", "volume"):
+        curve = table[table.kind == kind]
+        assert curve["rank"].iloc[0] == 0.0 and curve["rank"].iloc[-1] == 1.0
+        assert (np.diff(curve.value) <= 1e-12).all()  # sorted, largest first
+    switches = table[table.kind == "switches"].value
+    assert ((switches >= 0) & (switches <= 1)).all()
+
+
+def test_a_cut_down_autoencoder_run_records_every_epoch_and_the_three_measures():
+    config = dataclasses.replace(ch06.exploration_autoencoder.grid("reduced", methods=["rmsprop"])[0],
+                                 epochs=3, record_points=40)
+    table = pd.DataFrame(ch06.run(config))
+    check_measures(table, 3, 50 + 30 + 20 + 30 + 50, 40)
+    assert len(table[table.kind == "epoch"]) == 4
+
+
+def test_a_cut_down_convnet_run_keeps_at_most_max_units_of_each_convolution():
+    config = dataclasses.replace(ch06.exploration_convnet.grid("reduced", methods=["sgd"])[0], epochs=2,
+                                 record_points=20, max_units=100, channels=4, fc=8)
+    table = pd.DataFrame(ch06.run(config))
+    check_measures(table, 2, 3 * 100 + 8, 20)
+
+
+@pytest.mark.parametrize("change,match", [(dict(epochs=1), "epochs >= 2"), (dict(method="lbfgs"), "optimizer"),
+                                          (dict(task="rnn"), "task"), (dict(singular_values=0), "singular_values")])
+def test_bad_configs_raise_with_the_fix(change, match):
+    config = dataclasses.replace(ch06.exploration_autoencoder.grid("reduced")[0], **change)
+    with pytest.raises(ValueError, match=match):
+        ch06.run(config)
