@@ -147,6 +147,60 @@ def curves(table: pd.DataFrame, lr: float | None, metric: str = "loss", kind: st
     return ax
 
 
+def run_label(rows: pd.DataFrame) -> str:
+    """"ADAM, lr 0.01": the optimizer and rate of one run's rows."""
+    return f"{label(rows['method'].iloc[0])}, lr {rows['lr'].iloc[0]:g}"
+
+
+def runs_by_rate(table: pd.DataFrame):
+    """Yield (label, colour, line style, rows) for each (method, lr) of ``table``; a method's
+    runs at several rates share its colour and differ in line style."""
+    styles = ["-", "--", ":", "-."]
+    methods = list(dict.fromkeys(table["method"]))
+    for (method, lr), rows in table.groupby(["method", "lr"], sort=True):
+        rank = sorted(table.loc[table["method"] == method, "lr"].unique()).index(lr)
+        yield run_label(rows), color(method, methods.index(method)), styles[rank % len(styles)], rows
+
+
+def regret_curves(table: pd.DataFrame, axes=None, scope: str = "layer", title: str = ""):
+    """Chapter 5's measurements of each run (rows of kind "regret"): left, the regret of the
+    tracked units of ``scope`` divided by sqrt(N) (mean over units); right, the cumulative loss
+    (solid) and the Taylor optimum (dashed), both divided by sqrt(N)."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    rows = table[(table["kind"] == "regret") & (table["scope"] == scope)]
+    for name, c, style, run in runs_by_rate(rows):
+        mean = run.groupby("rounds")[["regret", "cum_loss", "taylor_opt"]].mean()
+        root = np.sqrt(mean.index.to_numpy(float))
+        axes[0].plot(mean.index, mean["regret"] / root, style, marker="o", ms=3, color=c, label=name)
+        axes[1].plot(mean.index, mean["cum_loss"] / root, style, color=c, label=f"{name}: loss")
+        axes[1].plot(mean.index, mean["taylor_opt"] / root, style, color=c, alpha=0.5, lw=2.5,
+                     label=f"{name}: Taylor optimum")
+    axes[0].set(xlabel="round N", ylabel="regret / sqrt(N)", title=f"{title}regret ({scope})")
+    axes[1].set(xlabel="round N", ylabel="cumulative / sqrt(N)", title=f"{title}loss and Taylor optimum")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return axes
+
+
+def exploration_measures(table: pd.DataFrame, axes=None, title: str = ""):
+    """Chapter 6's three measures of each run: novelty (rows of kind "hamming", as a fraction of
+    D x M), switches per data point and volume per unit (sorted, against their rank)."""
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for name, c, style, run in runs_by_rate(table):
+        h = run[run["kind"] == "hamming"]
+        axes[0].plot(h["step"], h["fraction"], style, marker="o", ms=3, color=c, label=name)
+        for ax, kind in ((axes[1], "switches"), (axes[2], "volume")):
+            curve = run[run["kind"] == kind]
+            ax.plot(curve["rank"], curve["value"], style, color=c, label=name)
+    axes[0].set(xlabel="epoch", ylabel="min Hamming distance / (D M)", yscale="log", title=f"{title}novelty")
+    axes[1].set(xlabel="data points (sorted)", ylabel="switches / possible", title=f"{title}switches")
+    axes[2].set(xlabel="units (sorted)", ylabel="log-product of singular values", title=f"{title}volume")
+    axes[0].legend(fontsize=7)
+    return axes
+
+
 def lr_slider_figure(table: pd.DataFrame, *, curve_metric: str = "train_loss", final_metric: str = "train_loss",
                      title: str = "", logy: bool = True, curve_kind: str = "epoch") -> go.Figure:
     """A figure that works without a kernel: training curves at one learning rate (left) and the

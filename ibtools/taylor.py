@@ -101,6 +101,23 @@ def taylor_output(model: nn.Module, x: torch.Tensor, values: dict[str, torch.Ten
     return output + change
 
 
+def unit_values(model: nn.Module, index: int, v: torch.Tensor, neuron: int | None = None) -> dict[str, torch.Tensor]:
+    """The parameters of layer ``index`` with one neuron's weights (``neuron``: a row of a dense
+    layer, an output channel of a convolution) or all of them (``neuron`` None) replaced by
+    ``v``, laid out as the recorder's minimisers are: each unit's weights with its bias last.
+    ``taylor_output(model, x, unit_values(...))`` is then T_alpha^n or T_l^n (Definition 1)."""
+    layer = _check_layer(sequential(model), index)
+    if layer.bias is None:
+        raise ValueError("unit_values needs a layer with a bias (the bias is the last weight of each unit)")
+    rows = list(range(layer.weight.shape[0])) if neuron is None else [neuron]
+    v = v.reshape(len(rows), -1)
+    chosen = torch.tensor(rows, device=v.device)
+    weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).index_put((chosen,), v[:, :-1])
+    bias = layer.bias.detach().index_put((chosen,), v[:, -1])
+    prefix = next(name for name, module in model.named_modules() if module is layer)
+    return {f"{prefix}.weight": weight.reshape(layer.weight.shape), f"{prefix}.bias": bias}
+
+
 def taylor_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, values: dict[str, torch.Tensor],
                 loss: str = "mse") -> torch.Tensor:
     """The Taylor loss l(T^n(V), y^n) of Definition 1 (mean over the mini-batch)."""

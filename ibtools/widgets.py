@@ -56,15 +56,18 @@ class LearningRatePanel:
     sliders, their step η and λ; the others (SGD, Adam, ...) a learning-rate slider. Left:
     training curves of the latest runs. Right: the final metric against the step size over
     every run so far at this scale (the proximal methods' at the current λ), so dragging the
-    sliders and pressing Run traces out the sensitivity curves point by point."""
+    sliders and pressing Run traces out the sensitivity curves point by point. ``figure``, a
+    function of the table of every run so far, replaces those two plots by a chapter's own
+    (e.g. :func:`ibtools.plots.exploration_measures`)."""
 
     def __init__(self, experiment: Experiment | str, *, metric: str | None = None,
                  curve_metric: str = "train_loss", curve_kind: str = "epoch",
                  lr: float | None = None, eta: float | None = None, lam: float | None = None,
-                 logy: bool = True, **fixed):
+                 logy: bool = True, figure=None, **fixed):
         self.experiment = get(experiment) if isinstance(experiment, str) else experiment
         self.metric = metric or self.experiment.metric
         self.curve_metric, self.curve_kind, self.logy, self.fixed = curve_metric, curve_kind, logy, fixed
+        self.figure = figure
         grid = self.experiment.grid("reduced", **fixed)
         methods = list(dict.fromkeys(c.method for c in grid))
         self.proximal = list(dict.fromkeys(c.method for c in grid if is_proximal(c)))
@@ -150,6 +153,10 @@ class LearningRatePanel:
     def draw(self, latest: pd.DataFrame) -> None:
         with self.plot:
             self.plot.clear_output(wait=True)
+            if self.figure is not None:
+                self.figure(self.results[self.scale.value])
+                plt.show()
+                return
             fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
             plots.curves(latest, None, self.curve_metric, self.curve_kind, ax=left, logy=self.logy,
                          title=self.title())

@@ -465,3 +465,51 @@ def test_seed_scatter_draws_one_point_per_finished_run_and_an_x_per_diverged_run
     finished = sorted(offsets[plots.label("esgd")][:, 1].tolist())
     assert finished == [1.0, 2.0, 3.0, 4.0, 6.0]
     assert set(offsets[f"{plots.label('isgd')}: diverged"][:, 1].tolist()) == {6.0 * 1.5}  # above the largest
+
+
+# --- chapters 5 and 6: regret and exploration figures --------------------------------------------------
+
+def regret_rows(method, lr, scale):
+    """Two units of one layer; regret = scale * sqrt(N) for one, 3 scale sqrt(N) for the other."""
+    return [dict(kind="regret", method=method, lr=lr, scope="layer", rounds=n, neuron=k,
+                 regret=(1 + 2 * k) * scale * np.sqrt(n), cum_loss=10.0 * n, taylor_opt=10.0 * n - scale)
+            for n in (1, 4, 9) for k in (0, 1)]
+
+
+def test_regret_curves_draw_the_mean_regret_over_units_divided_by_sqrt_n_for_each_run():
+    table = pd.DataFrame(regret_rows("adam", 0.01, 1.0) + regret_rows("sgd", 0.1, 2.0) + regret_rows("sgd", 1.0, 3.0))
+    left, right = plots.regret_curves(table)
+    lines = {line.get_label(): line for line in left.get_lines()}
+    assert set(lines) == {"Adam, lr 0.01", "SGD, lr 0.1", "SGD, lr 1"}
+    np.testing.assert_allclose(lines["SGD, lr 0.1"].get_ydata(), [4.0, 4.0, 4.0])  # mean of 2 and 6
+    assert lines["SGD, lr 0.1"].get_color() == lines["SGD, lr 1"].get_color()  # one colour per optimizer,
+    assert lines["SGD, lr 0.1"].get_linestyle() != lines["SGD, lr 1"].get_linestyle()  # a style per rate
+    assert len(right.get_lines()) == 6  # loss and Taylor optimum per run
+
+
+def exploration_rows(method, lr, level):
+    rows = [dict(kind="hamming", method=method, lr=lr, step=n, fraction=level / n, value=level) for n in (1, 2, 3)]
+    for kind in ("switches", "volume"):
+        rows += [dict(kind=kind, method=method, lr=lr, step=i, rank=i / 2, value=level * (2 - i)) for i in range(3)]
+    return rows
+
+
+def test_exploration_measures_draw_each_run_on_the_three_axes():
+    table = pd.DataFrame(exploration_rows("rmsprop", 1e-3, 0.5) + exploration_rows("sgd", 30.0, 0.2))
+    axes = plots.exploration_measures(table)
+    for ax, kind in zip(axes, ("hamming", "switches", "volume")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"RMSProp, lr 0.001", "SGD, lr 30"}
+        expected = table[(table.kind == kind) & (table.method == "sgd")]
+        np.testing.assert_allclose(lines["SGD, lr 30"].get_ydata(),
+                                   expected.fraction if kind == "hamming" else expected.value)
+
+
+def test_a_panel_with_a_figure_draws_it_from_every_run_so_far(tiny_experiment, monkeypatch):
+    seen = []
+    panel = widgets.LearningRatePanel(tiny_experiment, lr=0.1, figure=lambda table: seen.append(table.copy()))
+    monkeypatch.setattr(plt, "show", lambda: None)
+    panel.run()
+    panel.slider.value = 0.01
+    panel.run()
+    assert len(seen) == 2 and sorted(seen[-1].lr.unique()) == pytest.approx([0.01, 0.1])

@@ -40,17 +40,6 @@ def convnet(seed=0):
                          nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 2, 4)).double()
 
 
-def with_unit(model, unit, v):
-    """The parameters of ``model`` with the unit's weights (bias last) replaced by ``v``."""
-    layer = taylor.sequential(model)[unit.layer]
-    rows = [unit.neuron] if unit.neuron is not None else list(range(layer.weight.shape[0]))
-    v = v.reshape(len(rows), -1)
-    index = torch.tensor(rows)
-    weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).index_put((index,), v[:, :-1])
-    bias = layer.bias.detach().index_put((index,), v[:, -1])
-    return {f"{unit.layer}.weight": weight.reshape(layer.weight.shape), f"{unit.layer}.bias": bias}
-
-
 # --- T1-T3 -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
@@ -152,7 +141,7 @@ def train_and_record(make, loss, neurons, layers, rounds=4, batch=6, lr=0.1, exa
 
 
 def direct_sum(history, unit, v, loss):
-    return sum(taylor.taylor_loss(m, x, y, with_unit(m, unit, v), loss) for m, x, y in history)
+    return sum(taylor.taylor_loss(m, x, y, taylor.unit_values(m, unit.layer, v, unit.neuron), loss) for m, x, y in history)
 
 
 @pytest.mark.parametrize("make,neurons,layers", [(mlp, {0: [0, 3], 2: [1]}, [2, 4]),
