@@ -132,6 +132,34 @@ class BatchClosure:
         return loss.detach()  # the graph is spent; a detached loss converts to float silently
 
 
+class WatchedOptimizer:
+    """An optimizer as the training loop sees it, with hooks an experiment uses to look at each
+    step: :meth:`before` gets the step's closure (and so its mini-batch), :meth:`update` takes
+    the step (override it to time it), :meth:`after` gets the loss once ``steps`` counts it."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.steps = optimizer, 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def before(self, closure) -> None:
+        pass
+
+    def update(self, closure):
+        return self.optimizer.step(closure)
+
+    def after(self, loss) -> None:
+        pass
+
+    def step(self, closure):
+        self.before(closure)
+        loss = self.update(closure)
+        self.steps += 1
+        self.after(loss)
+        return loss
+
+
 @dataclass
 class RunResult:
     """What one run produced: tidy rows, and how it ended."""

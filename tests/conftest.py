@@ -133,15 +133,18 @@ def tiny_configs(scale: str, lrs=None, methods=None, seeds=None) -> list[TinyCon
             for s in range(seeds if seeds is not None else 2)]
 
 
-@pytest.fixture
-def tiny_experiment():
-    """``tiny-test`` registered in :data:`ibtools.experiments.EXPERIMENTS` for this test only."""
+def registered(name: str, run, configs):
+    """Register an experiment for one test and remove it afterwards (a generator for fixtures)."""
     from ibtools.experiments import EXPERIMENTS, Experiment, register
 
-    run = TinyRun()
-    experiment = register(Experiment(name="tiny-test", chapter=99, title="a tiny experiment for tests",
-                                      run=run, configs=tiny_configs))
+    experiment = register(Experiment(name=name, chapter=99, title=f"{name}, for tests", run=run, configs=configs))
     try:
         yield experiment
     finally:
-        EXPERIMENTS.pop("tiny-test", None)
+        EXPERIMENTS.pop(name, None)
+
+
+@pytest.fixture
+def tiny_experiment():
+    """``tiny-test`` registered in :data:`ibtools.experiments.EXPERIMENTS` for this test only."""
+    yield from registered("tiny-test", TinyRun(), tiny_configs)

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
-from conftest import TINY_LRS
+from conftest import TINY_LRS, registered
 from IPython.display import Markdown
 
 from ibtools import plots, widgets
@@ -291,12 +291,7 @@ def run_proximal(config, device=None):
 
 @pytest.fixture
 def proximal_experiment():
-    from ibtools.experiments import EXPERIMENTS, Experiment, register
-
-    experiment = register(Experiment(name="proximal-test", chapter=97, title="proximal", run=run_proximal,
-                                      configs=proximal_configs))
-    yield experiment
-    EXPERIMENTS.pop("proximal-test", None)
+    yield from registered("proximal-test", run_proximal, proximal_configs)
 
 
 def test_a_plain_experiment_has_only_the_learning_rate_slider(tiny_experiment):
@@ -358,12 +353,7 @@ def run_two_problems(config, device=None):
 
 @pytest.fixture
 def two_problem_experiment():
-    from ibtools.experiments import EXPERIMENTS, Experiment, register
-
-    experiment = register(Experiment(name="two-problems", chapter=98, title="two problems", run=run_two_problems,
-                                      configs=two_problem_configs))
-    yield experiment
-    EXPERIMENTS.pop("two-problems", None)
+    yield from registered("two-problems", run_two_problems, two_problem_configs)
 
 
 def test_learning_rate_panel_keeps_every_problem_of_every_run(two_problem_experiment):

@@ -14,7 +14,7 @@ from conftest import make_regression
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ibtools.train import LOSSES, BatchClosure, check_lr, resolve_device, train
+from ibtools.train import LOSSES, BatchClosure, WatchedOptimizer, check_lr, resolve_device, train
 
 EPOCH_COLUMNS = {"kind", "epoch", "step", "loss", "train_loss", "test_loss", "train_acc", "test_acc",
                  "diverged", "last_finite_loss"}
@@ -400,3 +400,27 @@ def test_ibtools_device_environment_variable_is_respected(no_cuda, monkeypatch):
 def test_a_malformed_device_is_a_clear_error(device):
     with pytest.raises(ValueError, match=f"unknown device '{device}'.*use cpu, cuda or cuda:N"):
         resolve_device(device)
+
+
+def test_a_watched_optimizer_calls_its_hooks_around_each_step_and_trains_as_the_optimizer_does(regression_data):
+
+    events = []
+
+    class Watch(WatchedOptimizer):
+        def before(self, closure):
+            events.append(("before", self.steps, len(closure.inputs)))
+
+        def after(self, loss):
+            events.append(("after", self.steps, float(loss)))
+
+    runs = []
+    for wrap in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        make = (lambda m: Watch(torch.optim.SGD(m.parameters(), lr=0.1))) if wrap else \
+            (lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
+        runs.append(train(model, regression_data, make, loss="least_squares", epochs=1, batch_size=16, seed=0).rows)
+    pd.testing.assert_frame_equal(pd.DataFrame(runs[0]), pd.DataFrame(runs[1]))  # the wrapper changes nothing
+    steps = [r for r in runs[1] if r["kind"] == "step"]
+    assert [e[:2] for e in events] == [(kind, k) for n in range(len(steps)) for kind, k in (("before", n), ("after", n + 1))]
+    assert [e[2] for e in events if e[0] == "after"] == pytest.approx([r["loss"] for r in steps])

@@ -85,7 +85,7 @@ from torch import nn
 
 from .. import data, models
 from ..sibp import BCD, SIBP, ProxBP
-from ..train import LOSSES, check_lr, train
+from ..train import LOSSES, WatchedOptimizer, check_lr, train
 from . import Experiment, register
 from .ch01_isgd import check_choice
 
@@ -177,21 +177,18 @@ def scalar_chain(depth: int, mean: float, std: float) -> nn.Sequential:
     return chain
 
 
-class _FirstWeightSteps:
-    """Wraps an optimizer; records w1 before every step and |w1^{k+1} - w1^k| after it."""
+class _FirstWeightSteps(WatchedOptimizer):
+    """Records w1 before every step and |w1^{k+1} - w1^k| after it."""
 
     def __init__(self, optimizer, weight: torch.Tensor):
-        self.optimizer, self.weight, self.records = optimizer, weight, []
+        super().__init__(optimizer)
+        self.weight, self.records = weight, []
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
+    def before(self, closure) -> None:
+        self._w1 = float(self.weight.detach().reshape(-1)[0])
 
-    def step(self, closure):
-        before = float(self.weight.detach().reshape(-1)[0])
-        loss = self.optimizer.step(closure)
-        after = float(self.weight.detach().reshape(-1)[0])
-        self.records.append((before, abs(after - before)))
-        return loss
+    def after(self, loss) -> None:
+        self.records.append((self._w1, abs(float(self.weight.detach().reshape(-1)[0]) - self._w1)))
 
 
 def run_vanishing(config: VanishingConfig, device=None) -> list[dict]:
@@ -407,26 +404,25 @@ def check_config(config: SIBPRunConfig) -> None:
                          f"use batch_size=0 for bcd, got {config.batch_size}")
 
 
-class _Recorder:
-    """Wraps an optimizer: times its steps and, after the steps at which the loop evaluates,
-    records the cumulative step time and optionally ||dJ/dW1|| and argmax accuracies."""
+class _Recorder(WatchedOptimizer):
+    """Times the steps and, after the steps at which the loop evaluates, records the cumulative
+    step time and optionally ||dJ/dW1|| and argmax accuracies."""
 
     def __init__(self, optimizer, model, device, eval_steps, splits, loss, grad: bool, accuracy: bool):
-        self.optimizer, self.model, self.device, self.eval_steps = optimizer, model, device, eval_steps
+        super().__init__(optimizer)
+        self.model, self.device, self.eval_steps = model, device, eval_steps
         self.splits, self.loss, self.grad, self.accuracy = splits, loss, grad, accuracy
-        self.steps, self.seconds, self.extras = 0, 0.0, {}
+        self.seconds, self.extras = 0.0, {}
         self._measure()
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure):
+    def update(self, closure):
         loss, seconds = _timed_step(self.optimizer, closure, self.device)
         self.seconds += seconds
-        self.steps += 1
+        return loss
+
+    def after(self, loss) -> None:
         if self.steps in self.eval_steps:
             self._measure()
-        return loss
 
     def _measure(self) -> None:
         x_train, y_train, labels_train, x_test, labels_test = self.splits

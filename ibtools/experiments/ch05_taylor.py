@@ -44,7 +44,7 @@ from torch import nn
 
 from .. import data
 from ..taylor import TaylorRegret, sqrt_checkpoints
-from ..train import check_lr, train
+from ..train import WatchedOptimizer, check_lr, train
 from . import Experiment, register
 from .ch01_isgd import check_choice
 
@@ -145,23 +145,19 @@ def tracked(config: RegretConfig, net: nn.Sequential) -> tuple[dict[int, list[in
     return neurons, [positions[d - 1] for d in config.layers]
 
 
-class _Recording:
-    """Wraps an optimizer: each k-th step first shows the round's mini-batch to the recorder."""
+class _Recording(WatchedOptimizer):
+    """Shows every ``every``-th round's mini-batch to the recorder before the update."""
 
     def __init__(self, optimizer, recorder: TaylorRegret, every: int):
-        self.optimizer, self.recorder, self.every, self.steps = optimizer, recorder, every, 0
+        super().__init__(optimizer)
+        self.recorder, self.every = recorder, every
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure):
+    def before(self, closure) -> None:
         if self.steps % self.every == 0:
             try:
                 self.recorder.observe(closure.inputs, closure.targets)
             except FloatingPointError:  # a diverged round: the training loop records the divergence
                 pass
-        self.steps += 1
-        return self.optimizer.step(closure)
 
 
 def make_optimizer(name: str, lr: float, params):

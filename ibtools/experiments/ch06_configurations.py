@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..configurations import ConfigurationRecorder, log_singular_volume, min_hamming_to_previous, switches_per_point
-from ..train import train
+from ..train import WatchedOptimizer, train
 from . import Experiment, register
 from .ch01_isgd import check_choice
 from .ch05_taylor import OPTIMIZERS, TASKS, build, make_optimizer, preset_rate, task_data
@@ -60,21 +60,16 @@ class ExplorationConfig:
     fc: int = 192
 
 
-class _EpochRecorder:
-    """Wraps an optimizer; records the configuration after the last step of every epoch."""
+class _EpochRecorder(WatchedOptimizer):
+    """Records the configuration after the last step of every epoch."""
 
     def __init__(self, optimizer, recorder: ConfigurationRecorder, steps_per_epoch: int):
-        self.optimizer, self.recorder, self.steps_per_epoch, self.steps = optimizer, recorder, steps_per_epoch, 0
+        super().__init__(optimizer)
+        self.recorder, self.steps_per_epoch = recorder, steps_per_epoch
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure):
-        loss = self.optimizer.step(closure)
-        self.steps += 1
+    def after(self, loss) -> None:
         if self.steps % self.steps_per_epoch == 0:
             self.recorder.record()
-        return loss
 
 
 def _sorted_curve(kind: str, values: torch.Tensor) -> list[dict]:
