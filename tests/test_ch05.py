@@ -68,3 +68,38 @@ def test_bad_configs_raise_with_the_fix(change, match):
     config = dataclasses.replace(ch05.regret_autoencoder.grid("reduced")[0], **TINY, **change)
     with pytest.raises(ValueError, match=match):
         ch05.run(config)
+
+
+FULL_SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+
+
+def full_size_stand_in(task: str, dataset: str, train_size=None):
+    """Two mini-batches with the full dataset's shapes, random values."""
+    import torch
+
+    from ibtools import data
+
+    gen = torch.Generator().manual_seed(0)
+    shape, classes = FULL_SHAPES[dataset]
+    x = torch.randn(256, *shape, generator=gen)
+    if task == "autoencoder":
+        return data.Dataset(dataset, x, x.flatten(1), x, x.flatten(1), "regression", None, "stand-in")
+    y = torch.randint(0, classes, (256,), generator=gen)
+    return data.Dataset(dataset, x, y, x, y, "classification", classes, "stand-in")
+
+
+@pytest.mark.parametrize("experiment", [ch05.regret_autoencoder, ch05.regret_convnet], ids=lambda e: e.name)
+def test_each_full_preset_tracks_what_it_says_at_full_size(experiment, monkeypatch):
+    """The full presets' networks, tracked units and stored losses, on two batches of stand-in data."""
+    monkeypatch.setattr(ch05, "task_data", full_size_stand_in)
+    config = dataclasses.replace(experiment.grid("full", methods=["rmsprop"])[0], epochs=1, record_every=1, checkpoints=2)
+    table = pd.DataFrame(ch05.run(config))
+    regret = table[table.kind == "regret"]
+    final = regret[regret.rounds == regret.rounds.max()]
+    neurons = final[final.scope == "neuron"].groupby("depth").size()
+    if experiment is ch05.regret_autoencoder:
+        assert dict(neurons) == {1: 50, 2: 30, 3: 20, 4: 30, 5: 50}  # 50 a layer, all of the narrower ones
+        assert set(final[final.scope == "layer"].depth) == {2, 3, 4, 5}
+    else:
+        assert dict(neurons) == {1: 10, 2: 10, 3: 10} and set(final[final.scope == "layer"].depth) == {1}
+    assert np.isfinite(final.regret).all()

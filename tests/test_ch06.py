@@ -61,3 +61,18 @@ def test_bad_configs_raise_with_the_fix(change, match):
     config = dataclasses.replace(ch06.exploration_autoencoder.grid("reduced")[0], **change)
     with pytest.raises(ValueError, match=match):
         ch06.run(config)
+
+
+@pytest.mark.parametrize("experiment", [ch06.exploration_autoencoder, ch06.exploration_convnet], ids=lambda e: e.name)
+def test_each_full_preset_records_what_appendix_a6_says_at_full_size(experiment, monkeypatch):
+    from test_ch05 import full_size_stand_in
+
+    monkeypatch.setattr(ch06, "task_data", full_size_stand_in)
+    config = dataclasses.replace(experiment.grid("full", methods=["rmsprop"])[0], epochs=2)
+    table = pd.DataFrame(ch06.run(config))
+    last = table.iloc[-1]
+    if experiment is ch06.exploration_autoencoder:
+        assert (last.points, last.units) == (256, 180)  # every stand-in image, every unit
+    else:  # 500 images asked, 256 there; 64 x 32 x 32 and 64 x 16 x 16 units capped at 10,000
+        assert (last.points, last.units) == (256, 10000 + 10000 + 64 * 8 * 8 + 192)
+    assert last.recorded_epochs == 3
