@@ -1,0 +1,141 @@
+"""Incremental gradient descent (IGD) with a constant step on regularised least squares.
+
+*Training by Vanilla SGD with Larger Learning Rates* (ICLR 2021 submission), section 5 and
+appendix A.2, examples 1-3; *VS (n)* below is its equation (n). The objective
+
+    f(x) = 1/2 |A x - b|^2 + mu/2 x^T D x = sum_i f_i(x),   f_i(x) = 1/2 (a_i^T x - b_i)^2 + mu/(2N) x^T D x
+
+(rows a_i^T of the N x d matrix A, D symmetric positive semi-definite) is minimised by IGD:
+the components are visited in order i = 1..N, each with the step
+
+    x <- x - t grad f_i(x) = P_i(t) x + t b_i a_i,   P_i(t) = I - t a_i a_i^T - t (mu/N) D.
+
+One epoch is therefore the affine map VS (21)
+
+    x <- K_N(t) x + t c(t),   K_N(t) = P_N(t) ... P_1(t),   c(t) = sum_j b_j P_N(t) ... P_{j+1}(t) a_j,
+
+and IGD converges from every start exactly when the spectral radius rho(K_N(t)) < 1, to the
+fixed point x(t) = t (I - K_N(t))^{-1} c(t). Under the (conjectured) matrix AM-GM inequality the
+paper derives the step bound t < 2N / rho(mu D + A^T A) (:func:`step_bound`), offered as
+sufficient; :func:`spectral_radius` computes rho(K_N(t)) exactly, so the two can be compared.
+The bound is not sufficient in general: the conjecture concerns positive semi-definite
+factors, and P_i(t) is not one once t |a_i|^2 > 1. For A = diag(s) with N = d, IGD diverges
+from t = 2 / max s^2, N times below the bound. The
+minimiser x* = (A^T A + mu D)^{-1} A^T b is x(t) for every t only under interpolation (every
+component minimised at x*, Theorem 1): otherwise x(t) -> x* as t -> 0.
+
+Every function takes one step t or a 1-D tensor of steps and then works on all of them at
+once (batched matrix products); the visit of the N components is sequential by definition.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _check(A: torch.Tensor, D: torch.Tensor | None, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    A = torch.as_tensor(A)
+    if A.ndim != 2:
+        raise ValueError(f"A must be an N x d matrix (one row per component), got shape {tuple(A.shape)}")
+    if not A.is_floating_point():
+        A = A.to(torch.get_default_dtype())
+    d = A.shape[1]
+    D = torch.eye(d, dtype=A.dtype, device=A.device) if D is None else torch.as_tensor(D, dtype=A.dtype,
+                                                                                       device=A.device)
+    if D.shape != (d, d):
+        raise ValueError(f"D must be a {d} x {d} matrix to match A's {d} columns, got shape {tuple(D.shape)}")
+    if not torch.allclose(D, D.T):
+        raise ValueError("D must be symmetric (the regulariser is x^T D x); pass (D + D.T) / 2")
+    if mu < 0:
+        raise ValueError(f"mu must be >= 0, got {mu}")
+    return A, D
+
+
+def _steps(t, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    steps = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    scalar = steps.ndim == 0
+    steps = steps.reshape(-1)
+    if not torch.isfinite(steps).all() or (steps <= 0).any():
+        raise ValueError(f"step sizes must be finite and > 0, got {t}")
+    return steps, scalar
+
+
+def component_map(A, t, D=None, mu: float = 0.0) -> torch.Tensor:
+    """P_i(t) = I - t a_i a_i^T - t (mu/N) D for every component: (T, N, d, d) for T steps."""
+    A, D = _check(A, D, mu)
+    steps, _ = _steps(t, A)
+    N, d = A.shape
+    eye = torch.eye(d, dtype=A.dtype, device=A.device)
+    outer = A[:, :, None] * A[:, None, :]  # a_i a_i^T
+    return eye - steps[:, None, None, None] * (outer + (mu / N) * D)
+
+
+def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K_N(t), c(t)) of VS (21): one epoch of IGD is x <- K_N(t) x + t c(t). For a 1-D tensor
+    of steps, a batch: (T, d, d) and (T, d)."""
+    A, D = _check(A, D, mu)
+    b = torch.as_tensor(b, dtype=A.dtype, device=A.device).reshape(-1)
+    if len(b) != A.shape[0]:
+        raise ValueError(f"b has {len(b)} entries, A has {A.shape[0]} rows")
+    steps, scalar = _steps(t, A)
+    P = component_map(A, steps, D, mu)
+    T, d = len(steps), A.shape[1]
+    K = torch.eye(d, dtype=A.dtype, device=A.device).expand(T, d, d).clone()
+    c = torch.zeros(T, d, dtype=A.dtype, device=A.device)
+    for i in range(A.shape[0]):  # the components, in the order IGD visits them
+        K = P[:, i] @ K
+        c = (P[:, i] @ c[..., None])[..., 0] + b[i] * A[i]
+    return (K[0], c[0]) if scalar else (K, c)
+
+
+def spectral_radius(A, t, D=None, mu: float = 0.0) -> torch.Tensor:
+    """rho(K_N(t)), the largest modulus of an eigenvalue of the epoch map: IGD with step t
+    converges from every start iff it is < 1, at the linear rate it gives."""
+    A, D = _check(A, D, mu)
+    steps, scalar = _steps(t, A)
+    K, _ = epoch_map(A, torch.zeros(A.shape[0], dtype=A.dtype, device=A.device), steps, D, mu)
+    rho = torch.linalg.eigvals(K).abs().amax(dim=-1)
+    return rho[0] if scalar else rho
+
+
+def step_bound(A, D=None, mu: float = 0.0) -> float:
+    """The paper's sufficient bound on the step, 2N / rho(mu D + A^T A) (appendix A.2, example
+    3; it rests on the matrix AM-GM conjecture and on the P_i commuting)."""
+    A, D = _check(A, D, mu)
+    return float(2 * A.shape[0] / torch.linalg.eigvalsh(mu * D + A.T @ A).abs().max())
+
+
+def minimiser(A, b, D=None, mu: float = 0.0) -> torch.Tensor:
+    """x* = (A^T A + mu D)^+ A^T b, the minimiser of f (the least-norm one if f is not strictly convex)."""
+    A, D = _check(A, D, mu)
+    b = torch.as_tensor(b, dtype=A.dtype, device=A.device).reshape(-1)
+    return torch.linalg.lstsq(A.T @ A + mu * D, (A.T @ b)[:, None], driver="gelsd" if A.device.type == "cpu"
+                              else None).solution[:, 0]
+
+
+def fixed_point(A, b, t, D=None, mu: float = 0.0) -> torch.Tensor:
+    """x(t) = t (I - K_N(t))^{-1} c(t), where IGD with step t ends up (if rho(K_N(t)) < 1)."""
+    K, c = epoch_map(A, b, t, D, mu)
+    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+    steps, _ = _steps(t, K)
+    scale = steps if K.ndim == 3 else steps[0]
+    return torch.linalg.solve(eye - K, (scale[..., None] if K.ndim == 3 else scale) * c)
+
+
+def iterate(A, b, t, epochs: int, D=None, mu: float = 0.0, x0=None) -> torch.Tensor:
+    """The iterates of IGD at the end of each epoch, starting from ``x0`` (default 0): (epochs
+    + 1, d), or (T, epochs + 1, d) for T steps; computed with the epoch map, one product an epoch."""
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    K, c = epoch_map(A, b, t, D, mu)
+    batched = K.ndim == 3
+    if not batched:
+        K, c = K[None], c[None]
+    steps, _ = _steps(t, K)
+    x = torch.zeros_like(c) if x0 is None else torch.as_tensor(x0, dtype=c.dtype, device=c.device).expand_as(c).clone()
+    path = [x]
+    for _ in range(epochs):
+        x = (K @ x[..., None])[..., 0] + steps[:, None] * c
+        path.append(x)
+    out = torch.stack(path, dim=1)
+    return out if batched else out[0]
