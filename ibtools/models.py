@@ -138,3 +138,59 @@ def linear_model(n_features: int, n_outputs: int = 1) -> nn.Linear:
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
     return model
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch normalisation and relu, added to the input (He et al.
+    2016); where the block halves the resolution and doubles the channels the shortcut
+    subsamples and pads with zero channels (their option A for CIFAR, no parameters)."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.stride, self.extra = stride, channels_out - channels_in
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.extra == 0:
+            return x
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CIFARResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016), section 4.2: a 3x3 convolution, three stages of
+    ``n`` basic blocks at ``width``, 2 ``width`` and 4 ``width`` channels (the last two
+    halving the resolution), global average pooling and a linear layer; depth 6n + 2
+    (ResNet-56: n = 9). Kaiming initialisation, batch normalisation, no dropout (VS A.3.1)."""
+
+    def __init__(self, depth: int = 56, classes: int = 10, in_channels: int = 3, width: int = 16):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        blocks, channels = [], width
+        for stage, out in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                blocks.append(BasicBlock(channels, out, stride=2 if stage > 0 and i == 0 else 1))
+                channels = out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(channels, classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.blocks(self.stem(x))
+        return self.head(features.mean(dim=(2, 3)))

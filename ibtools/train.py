@@ -160,6 +160,40 @@ class WatchedOptimizer:
         return loss
 
 
+class StepDecay(WatchedOptimizer):
+    """Multiplies every learning rate by ``gamma`` after each step count in ``milestones``
+    (e.g. the ends of epochs 50 and 100 of 150: divide by 10 at one and two thirds)."""
+
+    def __init__(self, optimizer, milestones, gamma: float = 0.1):
+        super().__init__(optimizer)
+        self.milestones, self.gamma = set(milestones), gamma
+
+    def after(self, loss) -> None:
+        if self.steps in self.milestones:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.gamma
+
+
+def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """The standard CIFAR augmentation (VS appendix A.3.1): each image of the batch ``x``
+    (B, C, H, W) padded by ``pad`` pixels with reflections of itself, cropped back to H x W at
+    a random offset, and with ``flip`` mirrored left-right with probability 1/2. Vectorised
+    over the batch; ``generator`` (on the CPU) draws the offsets and flips."""
+    if x.ndim != 4:
+        raise ValueError(f"crop_and_flip takes a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+    B, _, H, W = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x
+    dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
+    rows = dy[:, None] + torch.arange(H, device=x.device)  # (B, H)
+    cols = dx[:, None] + torch.arange(W, device=x.device)  # (B, W)
+    if flip:
+        mirrored = torch.rand(B, generator=generator).to(x.device) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    batch = torch.arange(B, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 @dataclass
 class RunResult:
     """What one run produced: tidy rows, and how it ended."""
@@ -225,6 +259,7 @@ def train(
     log_every: int = 1,
     evals_per_epoch: int = 1,
     diverge_factor: float = 100.0,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> RunResult:
     """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
 
@@ -235,6 +270,8 @@ def train(
     Rows of kind ``"epoch"`` hold ``train_loss``, ``test_loss``, ``train_acc`` and
     ``test_acc`` over the full splits: before training (epoch 0), at the end of every epoch
     and, with ``evals_per_epoch > 1``, at evenly spaced points within it (fractional epochs).
+    ``augment(inputs, generator)``, if given, transforms each training mini-batch's inputs
+    (e.g. :func:`crop_and_flip`); evaluations see the data as it is.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
@@ -276,6 +313,8 @@ def train(
         order = torch.randperm(n, generator=generator).to(dev)
         for i in range(steps_per_epoch):
             inputs, targets = _batch(x_train, y_train, order[i * batch_size:(i + 1) * batch_size])
+            if augment is not None:
+                inputs = augment(inputs, generator)
             closure = BatchClosure(model, loss_fn, optimizer, inputs, targets, clip_norm)
             batch_loss = float(optimizer.step(closure))
             if blew_up(batch_loss):

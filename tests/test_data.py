@@ -33,7 +33,8 @@ VECTOR_DATASETS = [name for name, (shape, *_) in EMBEDDED.items() if len(shape) 
 def test_every_dataset_is_listed_and_every_listed_dataset_is_tested():
     # The music datasets are tested in test_music.py, the UCI ones in test_uci.py.
     music = {"bach-chorales", "jsb-chorales", "musedata", "nottingham", "piano-midi"}
-    assert set(EMBEDDED) | {"mnist", "fashion-mnist", "cifar10", "uci:NAME"} | music == set(data.DATASETS)
+    assert set(EMBEDDED) | {"mnist", "fashion-mnist", "cifar10", "cifar100",
+                                "uci:NAME"} | music == set(data.DATASETS)
 
 
 def test_load_reaches_the_music_and_uci_datasets(tmp_path):
@@ -238,25 +239,43 @@ def cifar_batch(rng, size: int) -> dict:
             b"filenames": [b"image_%d.png" % i for i in range(size)]}
 
 
+def cifar100_file(rng, fine_labels: list[int]) -> dict:
+    """A train or test file in CIFAR-100's own pickle layout."""
+    size = len(fine_labels)
+    return {b"filenames": [b"image_%d.png" % i for i in range(size)],
+            b"batch_label": b"tiny file", b"fine_labels": fine_labels,
+            b"coarse_labels": [label // 5 for label in fine_labels],
+            b"data": rng.integers(0, 256, (size, 3072), dtype=np.uint8)}
+
+
+def serve_cifar(tmp_path, monkeypatch, dataset: str, table: str, tarball_name: str,
+                folder: str, files: dict, extra: dict | None = None) -> None:
+    """Pickle ``files`` (name -> dict) into ``folder/`` of a tarball (with ``extra`` raw
+    members beside them) on a local mirror behind a dead one, and point ``dataset``'s
+    checksums, mirrors and members table ``table`` at them."""
+    pickled = {name: pickle.dumps(contents, protocol=2) for name, contents in files.items()}
+    tarball = tmp_path / "mirror" / tarball_name
+    tarball.parent.mkdir()
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, raw in {**pickled, **(extra or {})}.items():
+            member = tarfile.TarInfo(f"{folder}/{name}")
+            member.size = len(raw)
+            archive.addfile(member, io.BytesIO(raw))
+    monkeypatch.setitem(data.MIRRORS, dataset,
+                        ("file:///nonexistent/", tarball.parent.as_uri() + "/"))
+    monkeypatch.setitem(data.CHECKSUMS, dataset, {tarball.name: sha256(tarball.read_bytes())})
+    monkeypatch.setattr(data, table, {name: sha256(raw) for name, raw in pickled.items()})
+
+
 def test_cifar10_is_downloaded_extracted_verified_and_read(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     batches = {name: cifar_batch(rng, 4 if name != "test_batch" else 3)
                for name in data.CIFAR10_BATCHES}
-    pickled = {name: pickle.dumps(batch, protocol=2) for name, batch in batches.items()}
-    tarball = tmp_path / "mirror" / "cifar-10-python.tar.gz"
-    tarball.parent.mkdir()
-    with tarfile.open(tarball, "w:gz") as archive:
-        for name, raw in pickled.items():
-            member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            member.size = len(raw)
-            archive.addfile(member, io.BytesIO(raw))
-    monkeypatch.setitem(data.MIRRORS, "cifar10", (tarball.parent.as_uri() + "/",))
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10",
-                        {tarball.name: sha256(tarball.read_bytes())})
-    monkeypatch.setattr(data, "CIFAR10_BATCHES",
-                        {name: sha256(raw) for name, raw in pickled.items()})
+    serve_cifar(tmp_path, monkeypatch, "cifar10", "CIFAR10_BATCHES", "cifar-10-python.tar.gz",
+                "cifar-10-batches-py", batches)
 
     dataset = data.load("cifar10", data_dir=tmp_path / "data")
+    assert dataset.n_classes == 10
     assert dataset.x_train.shape == (20, 3, 32, 32) and dataset.x_test.shape == (3, 3, 32, 32)
     train_pixels = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
     assert torch.equal(dataset.x_train, torch.from_numpy(train_pixels).float()
@@ -276,8 +295,71 @@ def test_cifar10_unavailable_says_there_is_no_embedded_cifar(tmp_path, monkeypat
         data.load("cifar10", data_dir=tmp_path)
 
 
-def test_read_cifar_batch_rejects_a_pickle_of_the_wrong_shape(tmp_path):
+def test_cifar100_is_downloaded_extracted_verified_and_read(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    files = {"train": cifar100_file(rng, [0, 99, 42, 7, 63]),
+             "test": cifar100_file(rng, [99, 0, 18])}
+    serve_cifar(tmp_path, monkeypatch, "cifar100", "CIFAR100_FILES", "cifar-100-python.tar.gz",
+                "cifar-100-python", files, extra={"meta": b"not extracted", "file.txt~": b""})
+
+    dataset = data.load("cifar100", data_dir=tmp_path / "data")  # the first mirror is down
+    assert dataset.name == "cifar100" and dataset.n_classes == 100
+    assert dataset.task == "classification" and "CIFAR-100" in dataset.source
+    assert dataset.x_train.shape == (5, 3, 32, 32) and dataset.x_test.shape == (3, 3, 32, 32)
+    assert dataset.x_train.dtype == dataset.x_test.dtype == torch.float32
+    assert dataset.y_train.dtype == dataset.y_test.dtype == torch.int64
+    assert dataset.y_train.tolist() == [0, 99, 42, 7, 63]  # the fine labels, not the coarse
+    assert dataset.y_test.tolist() == [99, 0, 18]
+    # each row of 3072 bytes is the red, then green, then blue 32 x 32 plane, row-major
+    pixels = files["train"][b"data"]
+    for image, channel, row, column in [(0, 0, 0, 0), (1, 1, 5, 31), (4, 2, 31, 7)]:
+        expected = pixels[image, channel * 1024 + row * 32 + column] / 255
+        assert dataset.x_train[image, channel, row, column].item() == pytest.approx(expected)
+    assert torch.equal(dataset.x_test, torch.from_numpy(files["test"][b"data"]).float()
+                       .reshape(3, 3, 32, 32) / 255)
+    # only the named members are extracted, under their bare names
+    stored = tmp_path / "data" / "cifar100"
+    assert sorted(p.name for p in stored.iterdir()) == ["cifar-100-python.tar.gz", "test", "train"]
+
+    # a damaged file is detected and re-extracted from the verified tarball, offline
+    damaged = stored / "test"
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:-10])
+    again = data.load("cifar100", data_dir=tmp_path / "data", download=False)
+    assert damaged.read_bytes() == intact
+    assert torch.equal(again.x_test, dataset.x_test) and torch.equal(again.y_train, dataset.y_train)
+
+
+def test_cifar100_without_files_and_download_names_the_fix(tmp_path):
+    with pytest.raises(data.DataUnavailableError) as error:
+        data.load("cifar100", data_dir=tmp_path, download=False)
+    message = str(error.value)
+    assert message.startswith("'cifar100' is unavailable")
+    assert "download=False; pass download=True" in message
+    folder = tmp_path / "cifar100"
+    assert f"place these files by hand in {folder}: cifar-100-python.tar.gz" in message
+    assert 'no embedded CIFAR-100; reduced-scale experiments use the embedded "mnist-5k"' in message
+    assert not folder.exists()  # nothing was fetched
+
+
+def test_cifar_mirrors_try_the_toronto_site_then_its_new_address():
+    for name in ("cifar10", "cifar100"):
+        assert data.MIRRORS[name] == ("https://www.cs.toronto.edu/~kriz/",
+                                      "https://cave.cs.toronto.edu/kriz/")
+
+
+@pytest.mark.parametrize("label_key", [b"labels", b"fine_labels"])
+def test_read_cifar_batch_rejects_a_pickle_of_the_wrong_shape(tmp_path, label_key):
     path = tmp_path / "batch"
-    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}))
-    with pytest.raises(ValueError, match="not a CIFAR-10 batch"):
-        data.read_cifar_batch(path)
+    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), label_key: [0, 1]}))
+    with pytest.raises(ValueError, match="not a CIFAR batch"):
+        data.read_cifar_batch(path, label_key)
+
+
+def test_read_cifar_batch_rejects_a_pickle_without_the_labels_asked_for(tmp_path):
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps(cifar100_file(np.random.default_rng(0), [1, 2])))
+    with pytest.raises(ValueError, match="not a CIFAR batch with b'data' and b'labels'"):
+        data.read_cifar_batch(path)  # CIFAR-100 files have fine and coarse labels only
+    images, labels = data.read_cifar_batch(path, b"coarse_labels")
+    assert images.shape == (2, 3, 32, 32) and labels.tolist() == [0, 0]

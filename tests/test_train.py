@@ -424,3 +424,57 @@ def test_a_watched_optimizer_calls_its_hooks_around_each_step_and_trains_as_the_
     steps = [r for r in runs[1] if r["kind"] == "step"]
     assert [e[:2] for e in events] == [(kind, k) for n in range(len(steps)) for kind, k in (("before", n), ("after", n + 1))]
     assert [e[2] for e in events if e[0] == "after"] == pytest.approx([r["loss"] for r in steps])
+
+
+def test_step_decay_divides_every_learning_rate_after_its_milestones():
+    from ibtools.train import StepDecay
+
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = StepDecay(torch.optim.SGD([{"params": params, "lr": 1.0}]), milestones=[2, 4], gamma=0.1)
+
+    def closure():
+        return torch.zeros(())
+
+    rates = []
+    for _ in range(5):
+        optimizer.step(closure)
+        rates.append(optimizer.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_crop_and_flip_crops_a_reflection_padded_image_and_mirrors_it():
+    from ibtools.train import crop_and_flip
+
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    seen_flip, seen_plain = False, False
+    for seed in range(20):
+        out = crop_and_flip(x, torch.Generator().manual_seed(seed), pad=2)
+        assert out.shape == x.shape
+        for b in range(2):  # each image is one window of its own padded image, maybe mirrored
+            windows = [padded[b, :, i:i + 5, j:j + 6] for i in range(5) for j in range(5)]
+            plain = any(torch.equal(out[b], w) for w in windows)
+            mirrored = any(torch.equal(out[b], w.flip(-1)) for w in windows)
+            assert plain or mirrored
+            seen_plain |= plain and not mirrored
+            seen_flip |= mirrored and not plain
+    assert seen_flip and seen_plain
+    same = crop_and_flip(x, torch.Generator().manual_seed(0), pad=0, flip=False)
+    assert torch.equal(same, x)  # nothing to crop, nothing to mirror
+
+
+def test_train_augments_the_training_batches_only(classification_data):
+    seen = []
+
+    def augment(inputs, generator):
+        seen.append(inputs.shape)
+        return inputs + 0.0
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    plain = train(copy.deepcopy(model), classification_data, lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                  loss="cross_entropy", epochs=1, batch_size=32, seed=0).rows
+    augmented = train(copy.deepcopy(model), classification_data, lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                      loss="cross_entropy", epochs=1, batch_size=32, seed=0, augment=augment).rows
+    assert len(seen) == 3  # the 96 training examples in batches of 32
+    pd.testing.assert_frame_equal(pd.DataFrame(plain), pd.DataFrame(augmented))

@@ -1,0 +1,99 @@
+"""Chapter 7: the Figure 2 problem and its tables, the CIFAR ResNet, and the SGDL presets of
+Table 1 and appendix A.3.1, with a cut-down run."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ibtools import data, igd
+from ibtools.experiments import ch07_large_lr as ch07
+from ibtools.models import BasicBlock, CIFARResNet
+
+
+def test_the_second_difference_penalty_sums_squared_second_differences():
+    x = torch.randn(7, dtype=torch.float64)
+    D = ch07.second_difference(7)
+    assert float(x @ D @ x) == pytest.approx(float(((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).sum()))
+    torch.testing.assert_close(D, D.T)
+
+
+def test_figure2_tables_hold_the_spectral_radius_the_iterates_and_the_fixed_points():
+    steps = [0.05, 0.5, 3.0]
+    radius, errors, fits = ch07.figure2_tables(steps, mu=1.0, epochs=5, n=20)
+    A, b, D, z, _ = ch07.figure2_problem(20)
+    np.testing.assert_allclose(radius.rho, igd.spectral_radius(A, torch.tensor(steps, dtype=torch.float64), D, 1.0))
+    assert (radius.bound == igd.step_bound(A, D, 1.0)).all()
+    x_star = igd.minimiser(A, b, D, 1.0)
+    first = errors[errors.epoch == 0].error.to_numpy()
+    np.testing.assert_allclose(first, float(x_star.norm()))  # IGD starts at 0
+    for t, rows in fits.groupby("t"):
+        if float(igd.spectral_radius(A, t, D, 1.0)) < 1:
+            np.testing.assert_allclose(rows.fit, igd.fixed_point(A, b, t, D, 1.0))
+        else:
+            assert rows.fit.isna().all()  # IGD diverges: no fixed point to draw
+    assert radius.rho.iloc[-1] > 1  # t = 3 > 2 overshoots every data point: 1 - t < -1
+
+
+def test_resnet56_has_the_paper_s_shape():
+    model = CIFARResNet(56, 10)
+    assert sum(isinstance(m, BasicBlock) for m in model.modules()) == 27
+    assert 0.84e6 < sum(p.numel() for p in model.parameters()) < 0.86e6  # He et al.: 0.85M
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    block = BasicBlock(16, 32, stride=2)
+    x = torch.randn(1, 16, 8, 8)
+    shortcut = block.shortcut(x)
+    assert shortcut.shape == (1, 32, 4, 4) and torch.equal(shortcut[:, 8:24], x[:, :, ::2, ::2])
+    with pytest.raises(ValueError, match="6n"):
+        CIFARResNet(57)
+
+
+def test_full_presets_follow_table_1_and_appendix_a31():
+    full = ch07.sgdl.grid("full")
+    assert {(c.dataset, c.depth, c.width, c.epochs, c.batch_size, c.pad, c.flip) for c in full} == {
+        (name, 56, 16, 150, 256, 4, True) for name in ("cifar10", "cifar100")}
+    rates = {(c.dataset, c.method): c.lr for c in full}
+    assert rates[("cifar10", "sgdl")] == 1.0 and rates[("cifar100", "sgdl")] == 1.3
+    for name in ("cifar10", "cifar100"):
+        assert rates[(name, "sgdl")] >= 10 * rates[(name, "sgdm")]
+        assert (rates[(name, "adam")], rates[(name, "adadelta")]) == (0.001, 1.0)
+    reduced = ch07.sgdl.grid("reduced")
+    assert sorted(c.lr for c in reduced if c.method == "sgd") == sorted(set(ch07.REDUCED_SGD_RATES) | {0.1})
+
+
+def test_the_optimizers_have_table_1_s_settings():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    config = ch07.SGDLConfig(method="sgdm", lr=0.1)
+    sgdm = ch07.make_optimizer(config, params).param_groups[0]
+    assert (sgdm["momentum"], sgdm["weight_decay"]) == (0.9, 0.005)
+    sgdl = ch07.make_optimizer(dataclasses.replace(config, method="sgdl", lr=1.0), params).param_groups[0]
+    assert (sgdl["momentum"], sgdl["weight_decay"], sgdl["lr"]) == (0, 0.005, 1.0)
+    adadelta = ch07.make_optimizer(dataclasses.replace(config, method="adadelta", lr=1.0), params).param_groups[0]
+    assert adadelta["rho"] == 0.9
+    assert ch07.decay_steps("sgdl", 150, 10) == [500, 1000] and ch07.decay_steps("adadelta", 150, 10) == []
+
+
+def test_a_cut_down_run_trains_with_the_decay_and_reports_errors(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 12, 12, generator=gen)
+    y = torch.randint(0, 3, (64,), generator=gen)
+    tiny = data.Dataset("tiny", x, y, x[:16], y[:16], "classification", 3, "stand-in")
+    monkeypatch.setattr(ch07.data, "load", lambda name: tiny)
+    rates = []
+    real = ch07.StepDecay
+
+    class Recording(real):
+        def after(self, loss):
+            super().after(loss)
+            rates.append(self.optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(ch07, "StepDecay", Recording)
+    config = ch07.SGDLConfig(method="sgdl", lr=1.0, epochs=3, batch_size=32, width=4)
+    table = pd.DataFrame(ch07.run(config))
+    epochs = table[table.kind == "epoch"]
+    np.testing.assert_allclose(epochs.train_error, 1 - epochs.train_acc)
+    assert rates == pytest.approx([1.0, 0.1, 0.1, 0.01, 0.01, 0.01])  # divided after epochs 1 and 2 of 3
+    with pytest.raises(ValueError, match="method"):
+        ch07.run(dataclasses.replace(config, method="lbfgs"))
