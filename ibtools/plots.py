@@ -21,10 +21,11 @@ from .sweep import run_columns
 METHOD_COLORS = {"esgd": "#d62728", "eb": "#d62728", "isgd": "#1f77b4", "ib": "#1f77b4",
                  "exact-isgd": "#2ca02c", "start": "#000000",
                  "sgd": "#d62728", "sibp": "#1f77b4", "proxbp": "#2ca02c", "bcd": "#8c564b", "adam": "#ff7f0e",
-                 "rmsprop": "#9467bd"}
+                 "rmsprop": "#9467bd", "sgdl": "#1f77b4", "sgdm": "#2ca02c", "adadelta": "#bcbd22"}
 METHOD_LABELS = {"esgd": "ESGD (explicit)", "isgd": "ISGD (implicit)", "exact-isgd": "exact ISGD (inner GD)",
                  "eb": "EB (explicit)", "ib": "IB (implicit)",
-                 "sgd": "SGD", "adam": "Adam", "rmsprop": "RMSProp", "sibp": "SIBP", "proxbp": "ProxBP", "bcd": "BCD"}
+                 "sgd": "SGD", "adam": "Adam", "rmsprop": "RMSProp", "sibp": "SIBP", "proxbp": "ProxBP", "bcd": "BCD",
+                 "sgdm": "SGDM", "sgdl": "SGDL", "adadelta": "AdaDelta"}
 PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 

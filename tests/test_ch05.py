@@ -103,3 +103,17 @@ def test_each_full_preset_tracks_what_it_says_at_full_size(experiment, monkeypat
     else:
         assert dict(neurons) == {1: 10, 2: 10, 3: 10} and set(final[final.scope == "layer"].depth) == {1}
     assert np.isfinite(final.regret).all()
+
+
+def test_the_committed_regret_runs_are_reproduced_by_rerunning_one():
+    from ibtools.experiments import load_results
+
+    table, provenance = load_results("taylor-autoencoder", "reduced")
+    assert provenance["command"] == "python -m ibtools run taylor-autoencoder --out book/results"
+    config = next(c for c in ch05.regret_autoencoder.grid("reduced") if c.method == "adam" and c.lr == 0.01)
+    rows = pd.DataFrame(ch05.run(config))
+    fresh = rows[rows.kind == "regret"].sort_values(["rounds", "layer", "neuron"])
+    stored = table[(table.kind == "regret") & (table.method == "adam") & np.isclose(table.lr, 0.01)]
+    stored = stored.sort_values(["rounds", "layer", "neuron"])
+    np.testing.assert_allclose(fresh.cum_loss, stored.cum_loss, rtol=1e-4)
+    np.testing.assert_allclose(fresh.taylor_opt, stored.taylor_opt, rtol=1e-4)

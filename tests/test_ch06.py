@@ -76,3 +76,15 @@ def test_each_full_preset_records_what_appendix_a6_says_at_full_size(experiment,
     else:  # 500 images asked, 256 there; 64 x 32 x 32 and 64 x 16 x 16 units capped at 10,000
         assert (last.points, last.units) == (256, 10000 + 10000 + 64 * 8 * 8 + 192)
     assert last.recorded_epochs == 3
+
+
+def test_the_committed_exploration_runs_are_reproduced_by_rerunning_one():
+    from ibtools.experiments import load_results
+
+    table, provenance = load_results("explore-autoencoder", "reduced")
+    assert provenance["command"] == "python -m ibtools run explore-autoencoder --out book/results"
+    config = next(c for c in ch06.exploration_autoencoder.grid("reduced") if c.method == "rmsprop")
+    fresh = pd.DataFrame(ch06.run(config))
+    stored = table[table.method == "rmsprop"]
+    for kind in ("hamming", "switches", "volume"):
+        np.testing.assert_allclose(fresh[fresh.kind == kind].value, stored[stored.kind == kind].value, rtol=1e-4)

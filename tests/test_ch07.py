@@ -97,3 +97,15 @@ def test_a_cut_down_run_trains_with_the_decay_and_reports_errors(monkeypatch):
     assert rates == pytest.approx([1.0, 0.1, 0.1, 0.01, 0.01, 0.01])  # divided after epochs 1 and 2 of 3
     with pytest.raises(ValueError, match="method"):
         ch07.run(dataclasses.replace(config, method="lbfgs"))
+
+
+def test_the_committed_sgdl_runs_are_reproduced_by_rerunning_one():
+    from ibtools.experiments import load_results
+
+    table, provenance = load_results("sgdl", "reduced")
+    assert provenance["command"] == "python -m ibtools run sgdl --out book/results"
+    config = next(c for c in ch07.sgdl.grid("reduced") if c.method == "sgdl")
+    fresh = pd.DataFrame(ch07.run(config))
+    stored = table[(table.method == "sgdl") & (table.kind == "epoch")]
+    np.testing.assert_allclose(fresh[fresh.kind == "epoch"].test_error, stored.test_error, atol=2e-3)
+    np.testing.assert_allclose(fresh[fresh.kind == "epoch"].train_loss, stored.train_loss, rtol=1e-3)
