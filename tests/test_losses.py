@@ -1,0 +1,130 @@
+"""The alternative losses of IM: the Gcdf loss against Monte-Carlo estimates of the 0-1 loss
+under Gaussian weight noise (binary: equal; multi-class: an upper bound), bound (9), the
+tempered cross-entropy and the hinge loss against their definitions, limits, Figure 1."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ibtools import losses
+
+
+def linear_problem(seed, m=None, n=5, B=6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, n, generator=g, dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True)  # the paper normalises the top layer's features
+    if m is None:
+        W = torch.randn(n, generator=g, dtype=torch.float64)
+        y = torch.where(torch.rand(B, generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+        b = torch.randn((), generator=g, dtype=torch.float64)
+    else:
+        W = torch.randn(m, n, generator=g, dtype=torch.float64)
+        y = torch.randint(0, m, (B,), generator=g)
+        b = torch.randn(m, generator=g, dtype=torch.float64)
+    return W, b, x, y, g
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), sigma=st.floats(0.1, 3.0))
+def test_binary_gcdf_loss_is_the_expected_zero_one_loss_under_weight_noise(seed, sigma):
+    W, b, x, y, g = linear_problem(seed)
+    exact = losses.gcdf_loss(x @ W + b, y, sigma, reduction="none")
+    samples = 40_000
+    estimate = losses.noisy_zero_one(W, b, x, y, sigma, samples, g)
+    se = torch.sqrt(exact * (1 - exact) / samples) + 1e-4
+    assert ((estimate - exact).abs() <= 5 * se).all()
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), sigma=st.floats(0.1, 3.0), m=st.integers(2, 6))
+def test_multiclass_gcdf_loss_bounds_the_noisy_classifier_s_error_from_above(seed, sigma, m):
+    W, b, x, y, g = linear_problem(seed, m=m)
+    bound = losses.gcdf_loss(x @ W.T + b, y, sigma, reduction="none")
+    samples = 20_000
+    estimate = losses.noisy_zero_one(W, b, x, y, sigma, samples, g)
+    se = torch.sqrt(estimate * (1 - estimate) / samples) + 1e-4
+    assert (estimate <= bound + 5 * se).all()
+    if m == 2:  # two classes: the union bound is exact
+        assert ((estimate - bound).abs() <= 5 * se).all()
+
+
+def test_the_gcdf_loss_scales_with_the_norm_of_the_features():
+    W, b, x, y, _ = linear_problem(1, m=3)
+    scores = (3 * x) @ W.T + b
+    a = losses.gcdf_loss(scores, y, 0.7, x_norm=3.0, reduction="none")
+    c = losses.gcdf_loss(scores, y, 2.1, x_norm=1.0, reduction="none")
+    torch.testing.assert_close(a, c)  # sigma |x| is what counts
+    per_example = losses.gcdf_loss(scores, y, 0.7, x_norm=torch.full((6,), 3.0, dtype=torch.float64), reduction="none")
+    torch.testing.assert_close(a, per_example)
+
+
+def test_as_sigma_shrinks_the_binary_gcdf_loss_tends_to_the_zero_one_loss():
+    scores = torch.tensor([-2.0, -0.1, 0.3, 5.0], dtype=torch.float64)
+    y = torch.ones(4, dtype=torch.float64)
+    loss = losses.gcdf_loss(scores, y, 1e-6, reduction="none")
+    torch.testing.assert_close(loss, torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64))
+    assert float(losses.gcdf_loss(torch.zeros(1), torch.ones(1), 1.0)) == pytest.approx(0.5)
+    assert torch.equal(losses.gcdf_loss(scores, y, 1.0, reduction="none"),
+                       losses.gcdf_loss(scores, torch.ones(4), 1.0, reduction="none"))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), sigma=st.floats(0.05, 1.0))
+def test_bound_9_the_gcdf_loss_is_below_the_noisy_cross_entropy_over_log_2(seed, sigma):
+    """L_sigma <= E[L_c(w + eps)] / log 2 holds exactly; its second-order approximation
+    (L_c + sigma^2/2 Tr H) / log 2 matches the expectation for small sigma."""
+    W, b, x, y, g = linear_problem(seed)
+    scores = x @ W + b
+    eps = sigma * torch.randn(200_000, 5, generator=g, dtype=torch.float64)
+    noisy_ce = torch.nn.functional.softplus(-y * ((W + eps) @ x.T + b)).mean(dim=0)
+    gcdf = losses.gcdf_loss(scores, y, sigma, reduction="none")
+    assert (gcdf <= noisy_ce / math.log(2) + 1e-3).all()
+    approximation = losses.second_order_bound(scores, y, x, sigma)
+    assert ((approximation - noisy_ce / math.log(2)).abs() <= 0.1 * sigma ** 3 + 5e-3).all()
+
+
+def test_tempered_cross_entropy_and_hinge_follow_their_definitions():
+    scores = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    T = 2.0
+    expected = [-math.log(math.exp(s[t] / T) / sum(math.exp(v / T) for v in s)) for s, t in zip(scores.tolist(), y.tolist())]
+    torch.testing.assert_close(losses.tempered_cross_entropy(scores, y, T, reduction="none"),
+                               torch.tensor(expected, dtype=torch.float64))
+    gamma = 1.0
+    hinge = [sum(max(0.0, gamma + s[j] - s[t]) for j in range(3) if j != t) for s, t in zip(scores.tolist(), y.tolist())]
+    torch.testing.assert_close(losses.hinge_loss(scores, y, gamma, reduction="none"), torch.tensor(hinge, dtype=torch.float64))
+    assert float(losses.hinge_loss(scores, y, 0.0, reduction="none")[0]) == 0.0  # correct with margin, nothing to pay
+    assert float(losses.hinge_loss(scores, y, gamma)) == pytest.approx(np.mean(hinge))
+
+
+def test_figure_1_curves_have_heavier_tails_for_larger_parameters():
+    curves = losses.binary_curves(z=np.linspace(-2, 6, 81))
+    at = curves[np.isclose(curves.z, 3.0)].set_index(["loss", "parameter"]).value
+    for name in ("gcdf", "cross-entropy", "hinge"):
+        values = at[name].sort_index().to_numpy()
+        assert (np.diff(values) >= 0).all() and values[-1] > values[0]
+    gcdf = curves[(curves.loss == "gcdf") & (curves.parameter == 1.0)]
+    from scipy.stats import norm
+    np.testing.assert_allclose(gcdf.value, norm.cdf(-gcdf.z / math.sqrt(2)), atol=1e-12)
+    ce = curves[(curves.loss == "cross-entropy") & (curves.parameter == 2.0)]
+    np.testing.assert_allclose(ce.value, np.log1p(np.exp(-ce.z / 2.0)), atol=1e-12)
+
+
+def test_bad_input_names_the_fix():
+    scores, y = torch.zeros(3, 4), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="sigma"):
+        losses.gcdf_loss(scores, y, 0.0)
+    with pytest.raises(ValueError, match="class indices"):
+        losses.hinge_loss(scores, y.float(), 1.0)
+    with pytest.raises(ValueError, match="margin"):
+        losses.hinge_loss(scores, y, -1.0)
+    with pytest.raises(ValueError, match="binary targets"):
+        losses.gcdf_loss(torch.zeros(3), torch.tensor([2.0, 1.0, 0.0]), 1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        losses.tempered_cross_entropy(scores, y, 1.0, reduction="sum")
