@@ -35,6 +35,15 @@ def isolated_environment(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def float64():
+    """float64 as torch's default dtype for one test (for comparisons to 1e-9 and beyond), restored after."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.fixture
 def results_cache_dir(isolated_environment) -> Path:
     """The directory ``$IBTOOLS_CACHE`` points to in this test."""
     return isolated_environment

@@ -12,12 +12,7 @@ from hypothesis import strategies as st
 from ibtools import igd
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def problem(seed=0, N=6, d=4, noise=0.1):

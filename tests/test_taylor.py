@@ -17,13 +17,7 @@ from torch import nn
 from ibtools import taylor
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    """The tests compare to 1e-9 and beyond: float64 throughout, restored after each test."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def mlp(seed=0, sizes=(5, 7, 4, 3)):
