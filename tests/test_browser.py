@@ -46,7 +46,7 @@ RENDER_TIMEOUT = 30  # seconds for MathJax and plotly to finish on a slow machin
 UPSTREAM_CONSOLE_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
 
 # The first figure with a slider: its slider, the traces the slider's steps redraw (their y data,
-# the drawn line of the first, the step data the active step says they show) and the
+# the drawn line of the first shown one, the step data the active step says they show) and the
 # current-value label.
 READ_SLIDER_FIGURE = """
 const gd = [...document.querySelectorAll('.js-plotly-plot')]
@@ -57,7 +57,12 @@ const active = slider.active || 0;
 const args = slider.steps[active].args;  // restyle: [data, traces]; update: [data, layout, traces]
 const [data, traces] = [args[0], args[args.length - 1]];
 const numbers = v => JSON.stringify(Array.from(v));
-const line = gd.querySelector('.scatterlayer .trace path.js-line');
+// the drawn path of the first shown trace the slider redraws (fixed series are drawn once, and
+// hidden traces are not drawn at all, so count the shown traces before it)
+const shown = gd._fullData.map(t => t.visible === true);
+const first = traces.find(i => shown[i]);
+const drawn = gd.querySelectorAll('.scatterlayer .trace')[shown.slice(0, first).filter(Boolean).length];
+const line = drawn && drawn.querySelector('path.js-line');
 return {
   figure: gd,
   active: active,
