@@ -89,4 +89,4 @@ def load_results(name: str, scale: str = "full", results_dir: str | Path | None 
     return table, provenance
 
 
-from . import ch01_isgd, ch03_ib_vs_eb, ch04_sibp, ch05_taylor, ch06_configurations, ch07_large_lr  # noqa: E402,F401  (register the chapters' experiments)
+from . import ch01_isgd, ch03_ib_vs_eb, ch04_sibp, ch05_taylor, ch06_configurations, ch07_large_lr, ch08_alt_losses  # noqa: E402,F401  (register the chapters' experiments)

@@ -1,0 +1,87 @@
+"""Chapter 8: the network with a normalised top layer, ghost batches, the tracked alternative
+losses, the presets and the reading of the losses at a fixed training loss."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ibtools import data, losses
+from ibtools.experiments import ch08_alt_losses as ch08
+
+
+def tiny_data():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 8, 8, generator=gen)
+    y = torch.randint(0, 4, (96,), generator=gen)
+    return data.Dataset("tiny", x, y, x[:32], y[:32], "classification", 4, "stand-in")
+
+
+def test_the_top_layer_sees_unit_features():
+    config = ch08.AltLossConfig(lr=0.1, width=16)
+    model = ch08.build(config, (1, 8, 8), 4).eval()
+    x = torch.randn(5, 1, 8, 8)
+    features = torch.nn.functional.normalize(model.features(x), dim=1)
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(5))
+    torch.testing.assert_close(model(x), model.top(features))
+    conv = ch08.build(dataclasses.replace(config, architecture="convnet"), (3, 32, 32), 10)
+    assert conv(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_ghost_batches_accumulate_the_gradient_of_each_ghost_batch_with_its_own_statistics():
+    config = ch08.AltLossConfig(lr=0.1, width=16)
+    torch.manual_seed(0)
+    model = ch08.build(config, (1, 8, 8), 4)
+    twin = ch08.build(config, (1, 8, 8), 4)
+    twin.load_state_dict(model.state_dict())
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 4, (64,))
+    ghost = ch08.GhostBatches(torch.optim.SGD(model.parameters(), lr=0.1), ghost=16)
+    from ibtools.train import BatchClosure, cross_entropy
+
+    loss = ghost.step(BatchClosure(model, cross_entropy, ghost, x, y))
+    # by hand: four batches of 16, each normalised on its own, gradients averaged
+    ghost_losses = [cross_entropy(twin(x[i:i + 16]), y[i:i + 16]) for i in range(0, 64, 16)]
+    grads = [torch.autograd.grad(value, list(twin.parameters())) for value in ghost_losses]
+    with torch.no_grad():
+        for p, *g in zip(twin.parameters(), *grads):
+            p -= 0.1 * sum(g) / 4
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b)
+    assert ghost.steps == 1
+    assert float(loss) == pytest.approx(float(sum(ghost_losses)) / 4, rel=1e-6)  # the mean of the ghost losses
+
+
+def test_a_cut_down_run_tracks_every_loss_and_parameter_each_epoch(monkeypatch):
+    monkeypatch.setattr(ch08.data, "load", lambda name: tiny_data())
+    config = ch08.AltLossConfig(lr=0.1, batch_size=64, ghost=32, width=16, epochs=3)
+    table = pd.DataFrame(ch08.run(config))
+    alt = table[table.kind == "alt"]
+    assert set(alt.epoch) == {0, 1, 2, 3}
+    expected = len(ch08.SIGMAS) + len(ch08.TEMPERATURES) + len(ch08.MARGINS)
+    assert (alt.groupby("epoch").size() == expected).all()
+    ce_at_t1 = alt[(alt.loss == "cross-entropy") & (alt.parameter == 1.0)]
+    np.testing.assert_allclose(ce_at_t1.value, ce_at_t1.train_ce)  # T = 1 is the loss trained on
+    assert ((alt[alt.loss == "gcdf"].value >= 0) & (alt[alt.loss == "gcdf"].value <= 3)).all()  # 3 wrong classes
+
+
+def test_at_training_loss_interpolates_between_the_epochs_around_the_level():
+    rows = []
+    for epoch, ce in enumerate([2.0, 1.0, 0.5]):
+        rows.append(dict(lr=0.1, batch_size=256, epoch=epoch, train_ce=ce, loss="gcdf", parameter=1.0, value=10.0 * ce))
+    rows += [dict(lr=0.001, batch_size=256, epoch=e, train_ce=2.0, loss="gcdf", parameter=1.0, value=1.0) for e in range(3)]
+    read = ch08.at_training_loss(pd.DataFrame(rows), 0.75)
+    assert list(read.lr) == [0.1]  # the slow run never reaches 0.75
+    assert read.epoch.iloc[0] == pytest.approx(1.5) and read.value.iloc[0] == pytest.approx(7.5)
+
+
+def test_presets_follow_the_paper():
+    full = ch08.alt_losses.grid("full")
+    assert {(c.dataset, c.architecture) for c in full} == {("mnist", "mlp"), ("cifar10", "convnet")}
+    assert {(c.lr, c.batch_size) for c in full} == {(0.1, 256), (0.001, 256), (0.1, 16384)}
+    assert {c.method for c in full} == {"sgdm"} and {c.ghost for c in full} == {256}
+    reduced = ch08.alt_losses.grid("reduced")
+    assert {(c.lr, c.batch_size, c.epochs) for c in reduced} == {(0.1, 256, 100), (0.001, 256, 300), (0.1, 2048, 300)}
+    with pytest.raises(ValueError, match="momentum"):
+        ch08.alt_losses.grid("reduced", methods=["adam"])
