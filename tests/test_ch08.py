@@ -59,6 +59,8 @@ def test_a_cut_down_run_tracks_every_loss_and_parameter_each_epoch(monkeypatch):
     table = pd.DataFrame(ch08.run(config))
     alt = table[table.kind == "alt"]
     assert set(alt.epoch) == {0, 1, 2, 3}
+    sparse = pd.DataFrame(ch08.run(dataclasses.replace(config, epochs=5, track_every=2)))
+    assert set(sparse[sparse.kind == "alt"].epoch) == {0, 2, 4, 5}  # every second epoch, and the last
     expected = len(ch08.SIGMAS) + len(ch08.TEMPERATURES) + len(ch08.MARGINS)
     assert (alt.groupby("epoch").size() == expected).all()
     ce_at_t1 = alt[(alt.loss == "cross-entropy") & (alt.parameter == 1.0)]
@@ -82,6 +84,7 @@ def test_presets_follow_the_paper():
     assert {(c.lr, c.batch_size) for c in full} == {(0.1, 256), (0.001, 256), (0.1, 16384)}
     assert {c.method for c in full} == {"sgdm"} and {c.ghost for c in full} == {256}
     reduced = ch08.alt_losses.grid("reduced")
-    assert {(c.lr, c.batch_size, c.epochs) for c in reduced} == {(0.1, 256, 100), (0.001, 256, 300), (0.1, 2048, 300)}
+    assert {(c.lr, c.batch_size, c.epochs, c.track_every) for c in reduced} == {
+        (0.1, 256, 100, 1), (0.001, 256, 300, 3), (0.1, 2048, 300, 3)}
     with pytest.raises(ValueError, match="momentum"):
         ch08.alt_losses.grid("reduced", methods=["adam"])
