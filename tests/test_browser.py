@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "_build" / "html"
 # chapter -> (plotly figures it draws at least, the first author of the paper it cites)
 CHAPTERS = {"01_isgd_vs_esgd": (3, "Fagan"), "04_sibp": (2, "Liu"), "05_taylor_regret": (1, "Balduzzi"),
-            "06_shattered_gradients": (1, "Balduzzi"), "07_large_learning_rates": (2, "Anonymous")}
+            "06_shattered_gradients": (1, "Balduzzi"), "07_large_learning_rates": (2, "Anonymous"),
+            "08_alternative_losses": (3, "Anonymous")}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
