@@ -88,9 +88,11 @@ def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Ten
     return (K[0], c[0]) if scalar else (K, c)
 
 
-def spectral_radius(A, t, D=None, mu: float = 0.0) -> torch.Tensor:
+def spectral_radius(A, D, mu: float, t) -> torch.Tensor:
     """rho(K_N(t)), the largest modulus of an eigenvalue of the epoch map: IGD with step t
-    converges from every start iff it is < 1, at the linear rate it gives."""
+    converges from every start iff it is < 1, at the linear rate it gives. ``D`` None is the
+    identity; ``t`` one step or a 1-D tensor of them. The arguments come in the order of
+    :func:`step_bound`'s, with the step last."""
     A, D = _check(A, D, mu)
     steps, scalar = _steps(t, A)
     K, _ = epoch_map(A, torch.zeros(A.shape[0], dtype=A.dtype, device=A.device), steps, D, mu)

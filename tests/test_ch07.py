@@ -24,13 +24,13 @@ def test_figure2_tables_hold_the_spectral_radius_the_iterates_and_the_fixed_poin
     steps = [0.05, 0.5, 3.0]
     radius, errors, fits = ch07.figure2_tables(steps, mu=1.0, epochs=5, n=20)
     A, b, D, z, _ = ch07.figure2_problem(20)
-    np.testing.assert_allclose(radius.rho, igd.spectral_radius(A, torch.tensor(steps, dtype=torch.float64), D, 1.0))
+    np.testing.assert_allclose(radius.rho, igd.spectral_radius(A, D, 1.0, torch.tensor(steps, dtype=torch.float64)))
     assert (radius.bound == igd.step_bound(A, D, 1.0)).all()
     x_star = igd.minimiser(A, b, D, 1.0)
     first = errors[errors.epoch == 0].error.to_numpy()
     np.testing.assert_allclose(first, float(x_star.norm()))  # IGD starts at 0
     for t, rows in fits.groupby("t"):
-        if float(igd.spectral_radius(A, t, D, 1.0)) < 1:
+        if float(igd.spectral_radius(A, D, 1.0, t)) < 1:
             np.testing.assert_allclose(rows.fit, igd.fixed_point(A, b, t, D, 1.0))
         else:
             assert rows.fit.isna().all()  # IGD diverges: no fixed point to draw
@@ -109,3 +109,16 @@ def test_the_committed_sgdl_runs_are_reproduced_by_rerunning_one():
     stored = table[(table.method == "sgdl") & (table.kind == "epoch")]
     np.testing.assert_allclose(fresh[fresh.kind == "epoch"].test_error, stored.test_error, atol=2e-3)
     np.testing.assert_allclose(fresh[fresh.kind == "epoch"].train_loss, stored.train_loss, rtol=1e-3)
+
+
+def test_the_full_preset_trains_resnet56_with_crops_and_flips_at_full_size(monkeypatch):
+    """One step of the full preset's network and augmentation on a batch of CIFAR-shaped stand-in data."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 100, (256,), generator=gen)
+    monkeypatch.setattr(ch07.data, "load", lambda name: data.Dataset(name, x, y, x[:64], y[:64], "classification",
+                                                                     100, "stand-in"))
+    config = next(c for c in ch07.sgdl.grid("full") if c.dataset == "cifar100" and c.method == "sgdl")
+    table = pd.DataFrame(ch07.run(dataclasses.replace(config, epochs=1)))
+    steps = table[table.kind == "step"]
+    assert len(steps) == 1 and np.isfinite(steps.loss).all()

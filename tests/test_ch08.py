@@ -103,3 +103,16 @@ def test_the_committed_runs_are_reproduced_by_rerunning_one():
         a = fresh[fresh.epoch == epoch].value.to_numpy()
         b = stored[stored.epoch == epoch].value.to_numpy()
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("dataset,shape", [("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))])
+def test_each_full_preset_takes_a_ghost_batched_step_at_full_size(dataset, shape, monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(512, *shape, generator=gen)
+    y = torch.randint(0, 10, (512,), generator=gen)
+    monkeypatch.setattr(ch08.data, "load", lambda name: data.Dataset(name, x, y, x[:64], y[:64], "classification",
+                                                                     10, "stand-in"))
+    config = next(c for c in ch08.alt_losses.grid("full") if c.dataset == dataset and c.batch_size == 16384)
+    table = pd.DataFrame(ch08.run(dataclasses.replace(config, epochs=1)))
+    assert len(table[table.kind == "step"]) == 1  # one update for the whole stand-in set, in 2 ghost batches
+    assert set(table[table.kind == "alt"].epoch) == {0, 1}

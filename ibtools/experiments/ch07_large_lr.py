@@ -64,7 +64,7 @@ def figure2_tables(steps, mu: float = 1.0, epochs: int = 60, n: int = 50, sigma:
     (``fits``). Three tidy tables."""
     A, b, D, z, clean = figure2_problem(n, sigma, seed)
     steps = torch.as_tensor(steps, dtype=torch.float64)
-    rho = igd.spectral_radius(A, steps, D, mu)
+    rho = igd.spectral_radius(A, D, mu, steps)
     bound = igd.step_bound(A, D, mu)
     radius = pd.DataFrame(dict(t=steps.numpy(), rho=rho.numpy(), bound=bound))
     x_star = igd.minimiser(A, b, D, mu)
