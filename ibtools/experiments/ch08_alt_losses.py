@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -180,9 +182,6 @@ def at_training_loss(alt, level: float):
     """Per run (``lr``, ``batch_size``), loss and parameter: the alternative loss where the
     training cross-entropy first falls to ``level``, interpolated linearly between the two
     epochs around that point; runs that never get there are left out."""
-    import numpy as np
-    import pandas as pd
-
     out = []
     for (lr, batch), run_rows in alt.groupby(["lr", "batch_size"]):
         curve = run_rows.groupby("epoch").train_ce.first().sort_index()
