@@ -18,6 +18,7 @@ statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import gzip
@@ -69,6 +70,11 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return int(np.prod(self.input_shape))
+
+    def autoencoding(self) -> "Dataset":
+        """The same inputs with themselves, as vectors, for targets: an autoencoder's task."""
+        return dataclasses.replace(self, y_train=self.x_train.flatten(1), y_test=self.x_test.flatten(1),
+                                   task="regression", n_classes=None)
 
 
 @dataclass(frozen=True, eq=False)

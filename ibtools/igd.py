@@ -70,9 +70,9 @@ def component_map(A, t, D=None, mu: float = 0.0) -> torch.Tensor:
     return eye - steps[:, None, None, None] * (outer + (mu / N) * D)
 
 
-def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K_N(t), c(t)) of VS (21): one epoch of IGD is x <- K_N(t) x + t c(t). For a 1-D tensor
-    of steps, a batch: (T, d, d) and (T, d)."""
+def _epoch_maps(A, b, t, D, mu: float):
+    """(K, c, steps, scalar): the epoch maps for every step as a batch, (T, d, d) and (T, d),
+    the steps (T,), and whether ``t`` was one step."""
     A, D = _check(A, D, mu)
     b = torch.as_tensor(b, dtype=A.dtype, device=A.device).reshape(-1)
     if len(b) != A.shape[0]:
@@ -85,6 +85,13 @@ def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Ten
     for i in range(A.shape[0]):  # the components, in the order IGD visits them
         K = P[:, i] @ K
         c = (P[:, i] @ c[..., None])[..., 0] + b[i] * A[i]
+    return K, c, steps, scalar
+
+
+def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K_N(t), c(t)) of VS (21): one epoch of IGD is x <- K_N(t) x + t c(t). For a 1-D tensor
+    of steps, a batch: (T, d, d) and (T, d)."""
+    K, c, _, scalar = _epoch_maps(A, b, t, D, mu)
     return (K[0], c[0]) if scalar else (K, c)
 
 
@@ -93,9 +100,8 @@ def spectral_radius(A, D, mu: float, t) -> torch.Tensor:
     converges from every start iff it is < 1, at the linear rate it gives. ``D`` None is the
     identity; ``t`` one step or a 1-D tensor of them. The arguments come in the order of
     :func:`step_bound`'s, with the step last."""
-    A, D = _check(A, D, mu)
-    steps, scalar = _steps(t, A)
-    K, _ = epoch_map(A, torch.zeros(A.shape[0], dtype=A.dtype, device=A.device), steps, D, mu)
+    A = torch.as_tensor(A)
+    K, _, _, scalar = _epoch_maps(A, torch.zeros(A.shape[0] if A.ndim else 0), t, D, mu)
     rho = torch.linalg.eigvals(K).abs().amax(dim=-1)
     return rho[0] if scalar else rho
 
@@ -117,11 +123,10 @@ def minimiser(A, b, D=None, mu: float = 0.0) -> torch.Tensor:
 
 def fixed_point(A, b, t, D=None, mu: float = 0.0) -> torch.Tensor:
     """x(t) = t (I - K_N(t))^{-1} c(t), where IGD with step t ends up (if rho(K_N(t)) < 1)."""
-    K, c = epoch_map(A, b, t, D, mu)
+    K, c, steps, scalar = _epoch_maps(A, b, t, D, mu)
     eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
-    steps, _ = _steps(t, K)
-    scale = steps if K.ndim == 3 else steps[0]
-    return torch.linalg.solve(eye - K, (scale[..., None] if K.ndim == 3 else scale) * c)
+    x = torch.linalg.solve(eye - K, steps[:, None] * c)
+    return x[0] if scalar else x
 
 
 def iterate(A, b, t, epochs: int, D=None, mu: float = 0.0, x0=None) -> torch.Tensor:
@@ -129,15 +134,11 @@ def iterate(A, b, t, epochs: int, D=None, mu: float = 0.0, x0=None) -> torch.Ten
     + 1, d), or (T, epochs + 1, d) for T steps; computed with the epoch map, one product an epoch."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
-    K, c = epoch_map(A, b, t, D, mu)
-    batched = K.ndim == 3
-    if not batched:
-        K, c = K[None], c[None]
-    steps, _ = _steps(t, K)
+    K, c, steps, scalar = _epoch_maps(A, b, t, D, mu)
     x = torch.zeros_like(c) if x0 is None else torch.as_tensor(x0, dtype=c.dtype, device=c.device).expand_as(c).clone()
     path = [x]
     for _ in range(epochs):
         x = (K @ x[..., None])[..., 0] + steps[:, None] * c
         path.append(x)
     out = torch.stack(path, dim=1)
-    return out if batched else out[0]
+    return out[0] if scalar else out

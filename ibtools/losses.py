@@ -51,6 +51,13 @@ def _check_multiclass(scores: torch.Tensor, targets: torch.Tensor) -> None:
         raise ValueError(f"targets must be B class indices (integers), got {targets.dtype} {tuple(targets.shape)}")
 
 
+def _sum_over_other_classes(scores: torch.Tensor, targets: torch.Tensor, term) -> torch.Tensor:
+    """sum_{j != y} term(s_j - s_y) for each example: the form of IM (6) and (8)."""
+    _check_multiclass(scores, targets)
+    terms = term(scores - scores.gather(1, targets[:, None]))
+    return terms.masked_fill(F.one_hot(targets, scores.shape[1]).bool(), 0.0).sum(dim=1)
+
+
 def gcdf_loss(scores: torch.Tensor, targets: torch.Tensor, sigma: float, x_norm=1.0,
               reduction: str = "mean") -> torch.Tensor:
     """The Gcdf loss L_sigma of IM (1) (binary, ``scores`` (B,)) or IM (6) (multi-class)."""
@@ -64,11 +71,8 @@ def gcdf_loss(scores: torch.Tensor, targets: torch.Tensor, sigma: float, x_norm=
             raise ValueError("binary targets must be +1/-1 (or 1/0)")
         y = torch.where(y == 0, -torch.ones_like(y), y)
         return _reduce(_phi(-y * scores / (sigma * x_norm)), reduction)
-    _check_multiclass(scores, targets)
-    correct = scores.gather(1, targets[:, None])
-    terms = _phi((scores - correct) / (x_norm.reshape(-1, 1) * sigma * math.sqrt(2.0)))
-    own = F.one_hot(targets, scores.shape[1]).bool()
-    return _reduce(terms.masked_fill(own, 0.0).sum(dim=1), reduction)
+    return _reduce(_sum_over_other_classes(
+        scores, targets, lambda gap: _phi(gap / (x_norm.reshape(-1, 1) * sigma * math.sqrt(2.0)))), reduction)
 
 
 def tempered_cross_entropy(scores: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -83,11 +87,7 @@ def hinge_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float, reduc
     """sum_{j != y} max(0, gamma + s_j - s_y), IM (8)."""
     if not math.isfinite(margin) or margin < 0:
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
-    _check_multiclass(scores, targets)
-    correct = scores.gather(1, targets[:, None])
-    terms = torch.clamp(margin + scores - correct, min=0.0)
-    own = F.one_hot(targets, scores.shape[1]).bool()
-    return _reduce(terms.masked_fill(own, 0.0).sum(dim=1), reduction)
+    return _reduce(_sum_over_other_classes(scores, targets, lambda gap: torch.clamp(margin + gap, min=0.0)), reduction)
 
 
 def binary_curves(z=None, sigmas=(0.5, 1.0, 2.0, 4.0), temperatures=(0.5, 1.0, 2.0, 4.0),

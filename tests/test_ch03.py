@@ -3,9 +3,7 @@ reduced runs against what the chapter shows, and the committed result files agai
 
 import dataclasses
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ibtools import data, losses
+from ibtools import data
 from ibtools.experiments import ch08_alt_losses as ch08
 
 

@@ -19,7 +19,6 @@ are presets over it:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -99,8 +98,7 @@ def task_data(task: str, dataset: str):
     check_choice("task", task, TASKS)
     loaded = data.load(dataset)
     if task == "mnist-autoencoder":  # the targets are the images themselves, as vectors
-        return dataclasses.replace(loaded, y_train=loaded.x_train.flatten(1), y_test=loaded.x_test.flatten(1),
-                                   task="regression", n_classes=None)
+        return loaded.autoencoding()
     return loaded
 
 

@@ -119,8 +119,7 @@ def task_data(task: str, dataset: str, train_size: int | None) -> data.Dataset:
     if train_size is not None:
         loaded = dataclasses.replace(loaded, x_train=loaded.x_train[:train_size], y_train=loaded.y_train[:train_size])
     if task == "autoencoder":  # the targets are the images, as vectors
-        return dataclasses.replace(loaded, y_train=loaded.x_train.flatten(1), y_test=loaded.x_test.flatten(1),
-                                   task="regression", n_classes=None)
+        return loaded.autoencoding()
     return loaded
 
 
