@@ -142,6 +142,12 @@ def load(name: str, *, seed: int = 0, standardize: bool = True,
     ``data_dir`` and ``download`` concern the full-scale datasets only: where their files
     live (default :func:`data_dir`) and whether missing ones may be fetched.
     """
+    # Inside ibtools.standin.use_stand_ins() (the planner), full-scale names give random data
+    # of their shapes and nothing is read or downloaded. Imported here: standin imports this.
+    from .standin import loaded_stand_in
+    stand_in = loaded_stand_in(name)
+    if stand_in is not None:
+        return stand_in
     if name in _EMBEDDED:
         return _EMBEDDED[name](seed, standardize)
     # Imported here: both modules build on this one.
