@@ -21,7 +21,7 @@ import torch
 
 from . import __version__, data
 from .experiments import EXPERIMENTS, SCALES, get, save_results
-from .sweep import ResultsCache, run_columns
+from .sweep import ResultsCache, SweepError, missing, run_columns, slurm_executor
 from .train import resolve_device
 
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -56,14 +56,30 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _run_folder(args, experiment) -> Path:
+    return Path(args.out) / experiment.name / args.scale
+
+
 def cmd_run(args) -> int:
     experiment = get(args.experiment)
+    if args.status:
+        return cmd_status(args)
     device = resolve_device(args.device)
-    out = Path(args.out) / experiment.name / args.scale
+    out = _run_folder(args, experiment)
     cache = ResultsCache(out / "cache")
-    print(f"{experiment.name} at {args.scale} scale on {device_description(device)}; "
+    executor, where = None, ""
+    if args.executor == "processes":
+        where = f", {args.jobs} worker processes" if args.jobs > 1 else ""
+    else:
+        executor = slurm_executor(out / "slurm", partition=args.partition, gpus_per_task=args.gpus_per_task,
+                                  time_min=args.time, runs_per_task=args.runs_per_task,
+                                  cluster="slurm" if args.executor == "slurm" else "local",
+                                  slurm_array_parallelism=args.array_parallelism)
+        where = f", {args.runs_per_task} run(s) per {args.executor} task"
+    print(f"{experiment.name} at {args.scale} scale on {device_description(device)}{where}; "
           f"results in {out} (finished runs are kept: rerun the same command to resume)")
-    table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds)
+    table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds, jobs=args.jobs,
+                             executor=executor)
     provenance = {
         "experiment": experiment.name, "scale": args.scale, "seeds": args.seeds,
         "command": "python -m ibtools " + " ".join(shlex.quote(a) for a in args.argv),
@@ -75,6 +91,28 @@ def cmd_run(args) -> int:
     provenance["runs"] = len(runs)
     save_results(table, out, provenance)
     print(f"wrote {out / 'results.csv'} ({len(table)} rows, {len(runs)} runs, {int(runs.sum())} diverged)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    """How much of a sweep is done: the runs of the grid found intact in OUT's cache."""
+    experiment = get(args.experiment)
+    out = _run_folder(args, experiment)
+    configs = experiment.grid(args.scale, **({"seeds": args.seeds} if args.seeds else {}))
+    todo = set(missing(configs, experiment=experiment.name, version=experiment.version,
+                       cache=ResultsCache(out / "cache")))
+    by_method: dict[str, list[int]] = {}
+    for config in dict.fromkeys(configs):
+        counts = by_method.setdefault(str(getattr(config, "method", "all")), [0, 0])
+        counts[0] += config not in todo
+        counts[1] += 1
+    total = sum(c[1] for c in by_method.values())
+    print(f"{experiment.name} at {args.scale} scale: {total - len(todo)} of {total} runs finished "
+          f"(cache: {out / 'cache'})")
+    for method, (done, count) in by_method.items():
+        print(f"  {method:<14} {done:>6} / {count}")
+    print("  complete: 'python -m ibtools run' writes the table" if not todo else
+          f"  {len(todo)} to go: rerun the 'python -m ibtools run' command to compute only those")
     return 0
 
 
@@ -126,7 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     run.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (default: the preset's)")
     run.add_argument("--out", default="results", help="output directory (default: ./results)")
+    parallel = run.add_argument_group(
+        "many runs at once", "Runs are independent; the cache under OUT is all they share, so an "
+        "interrupted sweep, on any executor, resumes by running the same command again.")
+    parallel.add_argument("--jobs", type=positive_int, default=1,
+                          help="worker processes on this machine (default 1). On the CPU each uses one "
+                               "thread; on GPUs they take turns over every visible card")
+    parallel.add_argument("--executor", choices=("processes", "slurm", "submitit-local"), default="processes",
+                          help="processes: this machine (default); slurm: a SLURM job array through "
+                               "submitit; submitit-local: the same job array as local subprocesses")
+    parallel.add_argument("--partition", default=None, help="slurm: the partition to submit to")
+    parallel.add_argument("--gpus-per-task", type=int, default=1, help="slurm: GPUs per array task (default 1)")
+    parallel.add_argument("--time", type=positive_int, default=240, help="slurm: minutes per array task (default 240)")
+    parallel.add_argument("--runs-per-task", type=positive_int, default=1,
+                          help="slurm: runs computed one after another by each array task (default 1)")
+    parallel.add_argument("--array-parallelism", type=positive_int, default=256,
+                          help="slurm: array tasks running at once at most (default 256)")
+    run.add_argument("--status", action="store_true", help="only say how many runs are finished (as 'status')")
     run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="how many runs of a sweep are finished in OUT's cache")
+    status.add_argument("experiment", help="an experiment name from 'python -m ibtools list'")
+    status.add_argument("--scale", choices=SCALES, default="reduced")
+    status.add_argument("--seeds", type=positive_int, default=None)
+    status.add_argument("--out", default="results", help="the --out of the run command (default: ./results)")
+    status.set_defaults(func=cmd_status)
     bench = sub.add_parser("bench", help="run a speed benchmark from benchmarks/ and print its ratios")
     bench.add_argument("name", help="a benchmark name (file stem in benchmarks/)")
     bench.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
@@ -142,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

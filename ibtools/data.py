@@ -162,6 +162,13 @@ def load(name: str, *, seed: int = 0, standardize: bool = True,
     raise ValueError(_unknown_name_message(name))
 
 
+def is_full_scale(name: str) -> bool:
+    """Whether ``name`` is a dataset that is downloaded (the papers' data), not embedded."""
+    from . import music
+
+    return name in _FULL_SCALE or name in music._FULL_SCALE or name.startswith("uci:")
+
+
 def _root(explicit: Path | str | None) -> Path:
     return Path(explicit).expanduser() if explicit is not None else data_dir()
 

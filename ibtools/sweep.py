@@ -1,10 +1,17 @@
-"""Grids of runs, a results cache on disk, and tidy tables.
+"""Grids of runs, a results cache on disk, tidy tables, and the executors that run a grid.
 
 A run is described completely by a frozen dataclass (its *config*). The cache stores each
 finished run under a key made from the experiment's name, the package version, the
 experiment's own version tag and every field of the config; the file is written atomically
 and carries a checksum of its rows, so an interrupted sweep resumes with every finished run
 kept, and a corrupt or partial file is detected and recomputed, never used.
+
+Runs are independent, so a sweep hands the missing ones to an executor and the cache is the
+only state they share: in this process (``jobs=1``), in worker processes of this machine
+(``jobs=N``: :func:`process_pool`), or on any ``concurrent.futures.Executor`` or submitit
+executor (a SLURM cluster; :func:`slurm_executor`). Whoever computes a run writes it to the
+cache the moment it ends, so killing the sweep, a worker or a cluster job loses only the runs
+in flight, and the same call later computes only what is missing.
 """
 
 from __future__ import annotations
@@ -13,8 +20,15 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
+import sys
+import time
+import traceback
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -94,6 +108,131 @@ class ResultsCache:
         return path
 
 
+class SweepError(RuntimeError):
+    """Some runs of a sweep raised; every other run finished and is in the cache.
+
+    ``failures`` holds ``(config, traceback text)`` for each run that raised."""
+
+    def __init__(self, experiment: str, failures: list[tuple[Any, str]], finished: int):
+        self.experiment, self.failures, self.finished = experiment, failures, finished
+        lines = [f"{len(failures)} run(s) of {experiment} raised; the other {finished} finished and are "
+                 "cached, so running the same sweep again computes only the failed ones."]
+        for config, trace in failures:
+            lines += ["", f"--- {config!r}", trace.rstrip()]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What computing one run gave: its rows, or the traceback of what it raised."""
+
+    rows: list[dict] | None = None
+    error: str | None = None
+
+
+def compute(run: Callable[[Any], list[dict]], config, experiment: str, version: int,
+            cache_root: str | None) -> Outcome:
+    """Run ``run(config)`` and, with a cache, write the rows there before returning: the unit
+    of work every executor is given (it is picklable, and runs in whatever process or cluster
+    job the executor chooses). An ``Exception`` becomes an :class:`Outcome` with its traceback,
+    so one failing run never stops the others; ``KeyboardInterrupt`` still propagates."""
+    try:
+        rows = run(config)
+    except Exception:  # noqa: BLE001  (reported with the config by sweep())
+        return Outcome(error=traceback.format_exc())
+    if cache_root is not None:
+        ResultsCache(cache_root).save(experiment, version, config, rows)
+    return Outcome(rows=rows)
+
+
+def compute_many(run: Callable[[Any], list[dict]], configs: list, experiment: str, version: int,
+                 cache_root: str | None) -> list[Outcome]:
+    """:func:`compute` for several runs one after the other: one task of a cluster job array.
+    A run that is already in the cache (finished by an earlier, interrupted task) is skipped."""
+    store = ResultsCache(cache_root) if cache_root is not None else None
+    outcomes = []
+    for config in configs:
+        rows = store.load(experiment, version, config) if store else None
+        outcomes.append(Outcome(rows=rows) if rows is not None
+                        else compute(run, config, experiment, version, cache_root))
+    return outcomes
+
+
+# --- worker processes on this machine ---------------------------------------------------------
+
+def pool_devices(device: str | None = None) -> list[str]:
+    """The devices worker processes take turns on: every visible GPU for ``"cuda"`` (or for
+    ``None`` when CUDA is available), else the one device named (``"cuda:1"``, ``"cpu"``)."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device == "cuda":
+        return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+    return [device]
+
+
+def _init_worker(devices: list[str], counter, threads: int) -> None:
+    # Worker k (in order of start) runs on devices[k % len(devices)]: round robin over the
+    # GPUs. Experiments resolve device=None through $IBTOOLS_DEVICE (ibtools.train).
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.environ["IBTOOLS_DEVICE"] = devices[index % len(devices)]
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def process_pool(jobs: int, device: str | None = None) -> ProcessPoolExecutor:
+    """``jobs`` worker processes for :func:`sweep`, started fresh (``spawn``: no state copied
+    from this process, and safe with CUDA). On the CPU each worker uses one thread: several
+    torch processes each spinning on every core slow each other down many times over. On
+    GPUs the workers take turns over :func:`pool_devices` and share the CPU's cores.
+
+    Raises ValueError for ``jobs < 1``."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs}")
+    devices = pool_devices(device)
+    on_cpu = all(d == "cpu" for d in devices)
+    threads = 1 if on_cpu else max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                               initargs=(devices, context.Value("i", 0), threads))
+
+
+# --- a cluster, through submitit ----------------------------------------------------------------
+
+def slurm_executor(folder: str | Path, *, partition: str | None = None, gpus_per_task: int = 1,
+                   time_min: int = 240, runs_per_task: int = 1, cluster: str | None = None,
+                   **parameters: Any):
+    """A submitit executor for :func:`sweep`: each task of a SLURM job array computes
+    ``runs_per_task`` runs one after another on ``gpus_per_task`` GPUs within ``time_min``
+    minutes. ``folder`` keeps submitit's job files and logs. ``cluster=None`` submits to SLURM
+    when one is found (``sbatch``) and fails otherwise; ``"local"`` runs the same job array as
+    local subprocesses (what the tests use); ``"debug"`` in this process. Other keywords go to
+    submitit's ``update_parameters`` (e.g. ``slurm_array_parallelism=32``, ``cpus_per_task=4``).
+    The results cache must be on a file system the cluster's nodes share."""
+    import submitit
+
+    if runs_per_task < 1:
+        raise ValueError(f"runs_per_task must be >= 1, got {runs_per_task}")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster or "slurm")
+    settings = dict(timeout_min=time_min, gpus_per_node=gpus_per_task, tasks_per_node=1, nodes=1)
+    if partition:
+        settings["slurm_partition"] = partition
+    executor.update_parameters(**settings, **parameters)
+    executor.runs_per_task = runs_per_task  # read by sweep() to group runs into array tasks
+    return executor
+
+
+def _is_submitit(executor) -> bool:
+    return hasattr(executor, "map_array") and hasattr(executor, "update_parameters")
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
 def sweep(
     run: Callable[[Any], list[dict]],
     configs: Iterable,
@@ -103,30 +242,126 @@ def sweep(
     cache: ResultsCache | None | bool = None,
     progress: bool | None = None,
     description: str | None = None,
+    jobs: int = 1,
+    executor=None,
 ) -> pd.DataFrame:
     """Run ``run(config)`` for every config (cached runs are read back) and return one tidy
-    table: the rows each run returned, with every config field added as a column.
+    table: the rows each run returned, with every config field added as a column, runs in the
+    order of ``configs`` however they were computed.
 
     ``cache=None`` uses the default cache directory, ``cache=False`` disables caching.
-    ``progress=None`` shows a progress bar except while the book is being built
-    (``IBTOOLS_BOOK=1``), where nobody watches it and it would only clutter the page."""
+    ``progress=None`` shows a progress bar of runs except while the book is being built
+    (``IBTOOLS_BOOK=1``), where nobody watches it and it would only clutter the page.
+
+    Where the missing runs are computed: ``jobs=1`` here, one after another; ``jobs=N`` in N
+    worker processes (:func:`process_pool`, on the CPU); ``executor``, any
+    ``concurrent.futures.Executor`` (a Dask or Ray cluster's included) or a submitit executor
+    (:func:`slurm_executor`), whose workers must be able to import ``run`` and, with a cache,
+    write to it. Every finished run is cached as it ends. A run that raises does not stop the
+    others: once they have finished, :class:`SweepError` reports each failed config with its
+    traceback."""
     if progress is None:
         progress = os.environ.get("IBTOOLS_BOOK") != "1"
     configs = list(configs)
+    for config in configs:
+        config_dict(config)  # a config that is no dataclass fails here, before any run
     store = None if cache is False else (cache if isinstance(cache, ResultsCache) else ResultsCache(cache))
+    results: dict = {}
+    if store:
+        for config in dict.fromkeys(configs):
+            rows = store.load(experiment, version, config)
+            if rows is not None:
+                results[config] = rows
+    todo = [c for c in dict.fromkeys(configs) if c not in results]
+    failures: list[tuple[Any, str]] = []
+    bar = tqdm(total=len(dict.fromkeys(configs)), initial=len(results), desc=description or experiment,
+               unit="run", disable=not progress, leave=False)
+    root = str(store.root) if store else None
+
+    counted: set = set()
+
+    def finished(config, outcome: Outcome | None) -> None:
+        """Record a run's outcome (None: it is known to be done, its outcome comes later)."""
+        if outcome is not None and outcome.error is not None:
+            failures.append((config, outcome.error))
+        elif outcome is not None:
+            results[config] = outcome.rows
+        if config not in counted:
+            counted.add(config)
+            bar.update(1)
+
+    try:
+        if todo and executor is None and jobs == 1:
+            for config in todo:
+                finished(config, compute(run, config, experiment, version, root))
+        elif todo and executor is None:
+            with process_pool(jobs) as pool:
+                _on_futures(pool, run, todo, experiment, version, root, finished)
+        elif todo and _is_submitit(executor):
+            _on_job_array(executor, run, todo, experiment, version, root, finished, store)
+        elif todo:
+            _on_futures(executor, run, todo, experiment, version, root, finished)
+    finally:
+        bar.close()
+    if failures:
+        raise SweepError(experiment, failures, len(results))
+    return _table(configs, results)
+
+
+def _on_futures(executor, run, todo, experiment, version, root, finished) -> None:
+    futures = {executor.submit(compute, run, config, experiment, version, root): config for config in todo}
+    try:
+        for future in as_completed(futures):
+            finished(futures[future], future.result())
+    except BrokenProcessPool as err:
+        lost = [c for f, c in futures.items() if not f.done() or f.exception() is not None]
+        raise RuntimeError(
+            f"a worker process died (killed, or out of memory?) while {len(lost)} run(s) of {experiment} "
+            "were unfinished; every finished run is in the cache, so running the same sweep again "
+            "resumes (with fewer jobs if memory ran out)") from err
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _on_job_array(executor, run, todo, experiment, version, root, finished, store, poll_s: float = 2.0) -> None:
+    """Submit the runs as one job array of tasks of ``executor.runs_per_task`` runs, and wait,
+    counting each run as its file appears in the cache (or its task ends)."""
+    size = getattr(executor, "runs_per_task", 1)
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    jobs = executor.map_array(compute_many, [run] * len(chunks), chunks, [experiment] * len(chunks),
+                              [version] * len(chunks), [root] * len(chunks))
+    ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
+    print(f"submitted {len(todo)} run(s) of {experiment} as {len(jobs)} task(s) of job(s) "
+          f"{', '.join(ids)}; logs in {executor.folder}", file=sys.stderr)
+    pending = dict(zip(jobs, chunks))
+    while pending:
+        for job in [j for j in pending if j.done()]:
+            chunk = pending.pop(job)
+            try:
+                outcomes = job.result()
+            except Exception as err:  # noqa: BLE001  (the task itself failed: killed, timed out)
+                # runs it finished before it failed are in the cache
+                outcomes = [Outcome(rows=rows) if (rows := store and store.load(experiment, version, c))
+                            else Outcome(error=f"cluster task {job.job_id} failed: {err}") for c in chunk]
+            for config, outcome in zip(chunk, outcomes):
+                finished(config, outcome)
+        if pending and store:  # runs finished inside tasks still going
+            for chunk in pending.values():
+                for config in chunk:
+                    if store.path(experiment, store.key(experiment, version, config)).exists():
+                        finished(config, None)
+        if pending:
+            time.sleep(poll_s)
+
+
+def _table(configs: list, results: dict) -> pd.DataFrame:
     frames = []
-    bar = tqdm(configs, desc=description or experiment, disable=not progress, leave=False)
-    for config in bar:
-        rows = store.load(experiment, version, config) if store else None
-        if rows is None:
-            rows = run(config)
-            if store:
-                store.save(experiment, version, config, rows)
-        table = pd.DataFrame(rows)
+    for config in configs:
+        table = pd.DataFrame(results[config])
         for name, value in config_dict(config).items():
             table[name] = [value] * len(table)
         frames.append(table)
-    bar.close()
     if not frames:
         return pd.DataFrame()
     result = pd.concat(frames, ignore_index=True)
@@ -134,6 +369,13 @@ def sweep(
     result = result[fields + [c for c in result.columns if c not in fields]]
     result.attrs["config_fields"] = fields
     return result
+
+
+def missing(configs: Iterable, *, experiment: str, version: int = 1,
+            cache: ResultsCache | None = None) -> list:
+    """The configs whose run is not (intact) in the cache: what a sweep would compute."""
+    store = cache if isinstance(cache, ResultsCache) else ResultsCache(cache)
+    return [c for c in dict.fromkeys(configs) if store.load(experiment, version, c) is None]
 
 
 def run_columns(table: pd.DataFrame) -> list[str]:

@@ -16,8 +16,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from .. import data
 from ..files import write_atomic
-from ..sweep import ResultsCache, sweep
+from ..sweep import ResultsCache, process_pool, sweep
+from ..train import resolve_device
 
 SCALES = ("reduced", "full")
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "book" / "results"
@@ -44,11 +46,44 @@ class Experiment:
         return self.configs(scale, **{k: v for k, v in axes.items() if v is not None})
 
     def sweep(self, scale: str = "reduced", *, device=None, cache: ResultsCache | None | bool = None,
-              progress: bool | None = None, **axes: Any) -> pd.DataFrame:
-        """Run (or read back from the cache) the preset grid of ``scale``; one tidy table."""
-        return sweep(functools.partial(self.run, device=device), self.grid(scale, **axes),
-                     experiment=self.name, version=self.version, cache=cache, progress=progress,
-                     description=f"{self.name} ({scale})")
+              progress: bool | None = None, jobs: int = 1, executor=None, **axes: Any) -> pd.DataFrame:
+        """Run (or read back from the cache) the preset grid of ``scale``; one tidy table.
+
+        ``jobs=N`` computes the missing runs in N worker processes (on the CPU one thread each;
+        with ``device="cuda"``, or ``None`` on a machine with GPUs, taking turns over every
+        visible GPU); ``executor`` hands them to any ``concurrent.futures.Executor`` or submitit
+        executor instead (see :func:`ibtools.sweep.sweep`). The table is the same either way.
+        Full-scale datasets the runs need are downloaded and verified here first, once, not
+        by every worker. Raises ValueError for an unknown scale or an unusable device, and
+        :class:`ibtools.sweep.SweepError` if runs raised (after the others finished)."""
+        configs = self.grid(scale, **axes)
+        if device is not None:
+            resolve_device(device)  # an unusable device fails here, before any run
+        if executor is None and jobs == 1:
+            return sweep(functools.partial(self.run, device=device), configs, experiment=self.name,
+                         version=self.version, cache=cache, progress=progress,
+                         description=f"{self.name} ({scale})")
+        prefetch(configs)
+        own_pool = executor is None
+        # Worker processes of our own pick their device themselves (pool_devices); any other
+        # executor's workers are given the device asked for, as a string.
+        run = functools.partial(self.run, device=None if own_pool or device is None else str(device))
+        pool = process_pool(jobs, None if device is None else str(device)) if own_pool else executor
+        try:
+            return sweep(run, configs, experiment=self.name, version=self.version, cache=cache,
+                         progress=progress, description=f"{self.name} ({scale}, {jobs} jobs)" if own_pool
+                         else f"{self.name} ({scale})", executor=pool)
+        finally:
+            if own_pool:
+                pool.shutdown(cancel_futures=True)
+
+
+def prefetch(configs) -> None:
+    """Download and verify every full-scale dataset named by the configs' ``dataset`` field,
+    so that parallel workers find them on disk instead of each fetching its own copy."""
+    names = {getattr(c, "dataset", None) for c in configs} - {None}
+    for name in sorted(n for n in names if data.is_full_scale(n)):
+        data.load(name)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
