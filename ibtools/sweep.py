@@ -16,6 +16,7 @@ in flight, and the same call later computes only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -23,6 +24,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -136,13 +138,14 @@ def compute(run: Callable[[Any], list[dict]], config, experiment: str, version: 
     of work every executor is given (it is picklable, and runs in whatever process or cluster
     job the executor chooses). An ``Exception`` becomes an :class:`Outcome` with its traceback,
     so one failing run never stops the others; ``KeyboardInterrupt`` still propagates."""
-    try:
-        rows = run(config)
-    except Exception:  # noqa: BLE001  (reported with the config by sweep())
-        return Outcome(error=traceback.format_exc())
-    if cache_root is not None:
-        ResultsCache(cache_root).save(experiment, version, config, rows)
-    return Outcome(rows=rows)
+    with _worker_busy or contextlib.nullcontext():
+        try:
+            rows = run(config)
+        except Exception:  # noqa: BLE001  (reported with the config by sweep())
+            return Outcome(error=traceback.format_exc())
+        if cache_root is not None:
+            ResultsCache(cache_root).save(experiment, version, config, rows)
+        return Outcome(rows=rows)
 
 
 def compute_many(run: Callable[[Any], list[dict]], configs: list, experiment: str, version: int,
@@ -173,7 +176,24 @@ def pool_devices(device: str | None = None) -> list[str]:
     return [device]
 
 
+# In a worker process of process_pool: held while a run is computed (see _exit_with_parent).
+_worker_busy: threading.Lock | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Ends this worker once the sweep's process is gone (killed, say), after the run it is
+    computing is finished and cached. Without this, workers orphaned by a ``kill -9`` would go
+    on with the runs queued for them and then wait forever, holding memory (and GPU memory)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    _worker_busy.acquire()
+    os._exit(0)
+
+
 def _init_worker(devices: list[str], counter, threads: int) -> None:
+    global _worker_busy
+    _worker_busy = threading.Lock()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # Worker k (in order of start) runs on devices[k % len(devices)]: round robin over the
     # GPUs. Experiments resolve device=None through $IBTOOLS_DEVICE (ibtools.train).
     with counter.get_lock():

@@ -173,3 +173,47 @@ def test_bench_runs_the_benchmark_on_the_resolved_device(tmp_path, monkeypatch):
 
 def test_the_benchmarks_folder_is_the_repository_one():
     assert cli.BENCHMARKS_DIR == REPO / "benchmarks"
+
+
+# --- many runs at once, and how far a sweep has got ---------------------------------------------------
+
+def test_run_with_two_jobs_writes_the_table_of_one_job(tmp_path, capsys):
+    for jobs in ("1", "2"):
+        assert cli.main(["run", "isgd-quadratic", "--device", "cpu", "--out", str(tmp_path / jobs), "--jobs", jobs]) == 0
+    assert "2 worker processes" in capsys.readouterr().out
+    one, _ = load_results("isgd-quadratic", "reduced", results_dir=tmp_path / "1")
+    two, provenance = load_results("isgd-quadratic", "reduced", results_dir=tmp_path / "2")
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    assert "--jobs 2" in provenance["command"]
+
+
+def test_status_counts_the_finished_runs_of_the_grid_by_method(tmp_path, tiny_experiment, capsys):
+    status = ["status", "tiny-test", "--out", str(tmp_path), "--seeds", "1"]
+    assert cli.main(status) == 0
+    out = capsys.readouterr().out
+    assert "tiny-test at reduced scale: 0 of 6 runs finished" in out and "6 to go" in out
+    assert "sgd" in out and "momentum" in out
+    experiment = get("tiny-test")
+    cache = tmp_path / "tiny-test" / "reduced" / "cache"
+    experiment.sweep(cache=cli.ResultsCache(cache), progress=False, seeds=1, methods=["sgd"])
+    assert cli.main(status) == 0
+    out = capsys.readouterr().out
+    assert "3 of 6 runs finished" in out and "3 / 3" in out and "0 / 3" in out
+    assert cli.main(["run", "tiny-test", "--status", "--out", str(tmp_path), "--seeds", "1"]) == 0
+    assert "3 of 6 runs finished" in capsys.readouterr().out
+
+
+def test_a_run_that_raises_exits_1_naming_its_config_after_the_others_finish(tmp_path, capsys):
+    from conftest import registered, tiny_configs
+
+    def fails_at_large_rates(config, device=None):
+        if config.lr >= 1.0:
+            raise ArithmeticError("this rate is refused")
+        return [dict(kind="epoch", step=0, epoch=0.0, loss=config.lr, diverged=False)]
+
+    for _ in registered("failing-test", fails_at_large_rates, tiny_configs):
+        assert cli.main(["run", "failing-test", "--out", str(tmp_path), "--seeds", "1", "--device", "cpu"]) == 1
+        err = capsys.readouterr().err
+        assert "2 run(s) of failing-test raised; the other 4 finished" in err
+        assert "TinyConfig(method='sgd', lr=1.0" in err and "ArithmeticError: this rate is refused" in err
+        assert not (tmp_path / "failing-test" / "reduced" / "results.csv").exists()

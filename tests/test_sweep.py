@@ -412,13 +412,13 @@ def run(config):
     return [dict(kind="step", step=s, epoch=float(s), loss=config.index + s / 10) for s in range(5)]
 
 
-def main(cache_dir):
-    return sweep(run, CONFIGS, experiment="slow", cache=ResultsCache(cache_dir), progress=False)
+def main(cache_dir, jobs=1):
+    return sweep(run, CONFIGS, experiment="slow", cache=ResultsCache(cache_dir), progress=False, jobs=jobs)
 
 
 if __name__ == "__main__":
     import sys
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))
 '''
 
 
@@ -436,14 +436,34 @@ def import_file(path: Path, name: str):
     return module
 
 
-def test_a_killed_sweep_resumes_keeping_every_finished_run(tmp_path, monkeypatch, subprocess_env):
-    script = tmp_path / "slow_sweep.py"
+def write_slow_sweep(folder: Path) -> Path:
+    script = folder / "slow_sweep.py"
     script.write_text(textwrap.dedent(SLOW_SWEEP))
+    return script
+
+
+def wait_for_exit(pids: set[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"process {pid} outlived the sweep that started it"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_killed_sweep_resumes_keeping_every_finished_run(tmp_path, monkeypatch, subprocess_env, jobs):
+    """kill -9 of the sweep's process, computing runs itself (jobs=1) or through two workers, which
+    finish the run they hold, write it whole, and exit."""
+    script = write_slow_sweep(tmp_path)
     cache_dir, markers = tmp_path / "cache", tmp_path / "markers"
     markers.mkdir()
     env = dict(subprocess_env, SLOW_SWEEP_MARKERS=str(markers), SLOW_SWEEP_SLEEP="0.3")
     with open(tmp_path / "child.log", "w") as log:
-        child = subprocess.Popen([sys.executable, str(script), str(cache_dir)], cwd=tmp_path, env=env,
+        child = subprocess.Popen([sys.executable, str(script), str(cache_dir), str(jobs)], cwd=tmp_path, env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
@@ -456,8 +476,9 @@ def test_a_killed_sweep_resumes_keeping_every_finished_run(tmp_path, monkeypatch
             child.kill()
             child.wait()
     assert child.returncode == -signal.SIGKILL
+    wait_for_exit({int(p.name.split("-")[1]) for p in markers.iterdir()} - {child.pid})
 
-    module = import_file(script, "slow_sweep_in_test")
+    module = import_file(script, f"slow_sweep_in_test_{jobs}")
     cache = ResultsCache(cache_dir)
     finished = {c.index for c in module.CONFIGS if cache.path("slow", cache.key("slow", 1, c)).exists()}
     started_in_child = {int(p.name.split("-")[0]) for p in markers.iterdir()}
@@ -509,3 +530,108 @@ def test_experiment_sweep_passes_the_device(tiny_experiment, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA device"):
         tiny_experiment.sweep(device="cuda", cache=False, progress=False, lrs=[0.1], seeds=1)
+
+
+# --- many runs at once ------------------------------------------------------------------------------------
+
+def uci_runs(**kwargs) -> pd.DataFrame:
+    """Four real training runs of chapter 3 (IB and EB on the wine table, a small and a large rate)."""
+    from ibtools.experiments import get
+
+    return get("ib-uci").sweep("reduced", device="cpu", cache=False, progress=False, lrs=[0.1, 30.0], seeds=1,
+                               datasets=("wine",), **kwargs)
+
+
+def test_two_worker_processes_give_the_table_of_one_bit_for_bit():
+    """The parallel path changes where runs are computed, never what: the same rows, in the same
+    order, to the last bit, although the workers use one CPU thread and this process two."""
+    serial, parallel = uci_runs(), uci_runs(jobs=2)
+    assert len(serial) and serial.groupby(["method", "lr"]).ngroups == 4
+    pd.testing.assert_frame_equal(serial, parallel, check_exact=True)
+    assert parallel.attrs["config_fields"] == serial.attrs["config_fields"]
+
+
+def test_any_concurrent_futures_executor_gives_the_same_table():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as executor:
+        threaded = uci_runs(executor=executor)
+    pd.testing.assert_frame_equal(uci_runs(), threaded, check_exact=True)
+
+
+def test_a_job_array_through_submitit_gives_the_same_table_and_resumes(tmp_path):
+    """The SLURM path, run by submitit's local executor: the same job array of tasks, as local
+    subprocesses. Every task writes its runs to the shared cache; resubmitting computes nothing."""
+    from ibtools.experiments import get
+    from ibtools.sweep import slurm_executor
+
+    experiment, cache = get("ib-uci"), ResultsCache(tmp_path / "cache")
+    axes = dict(lrs=[0.1, 30.0], seeds=1, datasets=("wine",))
+    executor = slurm_executor(tmp_path / "jobs", cluster="local", runs_per_task=3, time_min=5)
+    table = experiment.sweep("reduced", device="cpu", cache=cache, progress=False, executor=executor, **axes)
+    pd.testing.assert_frame_equal(uci_runs(), table, check_exact=True)
+    assert len(list((tmp_path / "jobs").glob("*_submitted.pkl"))) == 2  # 4 runs in tasks of 3
+    assert len(list((tmp_path / "cache" / "ib-uci").glob("*.json"))) == 4
+    again = experiment.sweep("reduced", device="cpu", cache=cache, progress=False, executor=executor, **axes)
+    assert len(list((tmp_path / "jobs").glob("*_submitted.pkl"))) == 2  # nothing submitted
+    pd.testing.assert_frame_equal(table, again)
+
+
+def raise_at_0_3(config):
+    if config.lr == 0.3:
+        raise FloatingPointError("boom at lr 0.3")
+    return CountingRun()(config)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_that_raises_is_reported_with_its_config_and_traceback_and_the_others_go_on(tmp_path, jobs):
+    configs = grid(Cfg, lr=[0.1, 0.2, 0.3, 0.4, 0.5])
+    with pytest.raises(ibtools.sweep.SweepError) as caught:
+        quiet_sweep(raise_at_0_3, configs, cache=ResultsCache(tmp_path), jobs=jobs)
+    error = caught.value
+    assert [config for config, _ in error.failures] == [Cfg(lr=0.3)] and error.finished == 4
+    message = str(error)
+    assert "Cfg(lr=0.3" in message and "FloatingPointError: boom at lr 0.3" in message
+    assert "in raise_at_0_3" in message  # the traceback, not just the message
+    assert len(list((tmp_path / "toy").glob("*.json"))) == 4  # every other run is cached
+    run = CountingRun()
+    table = quiet_sweep(run, configs, cache=ResultsCache(tmp_path), jobs=jobs)
+    if jobs == 1:
+        assert run.calls == [Cfg(lr=0.3)]  # only the failed run is computed again
+    assert list(table[table.kind == "step"]["lr"]) == [0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+@dataclass(frozen=True)
+class Indexed:
+    index: int
+
+
+def die_once_at_index_5(config: Indexed) -> list[dict]:
+    """SIGKILLs its own worker process the first time it meets index 5 (a marker file remembers)."""
+    marker = Path(os.environ["SWEEP_MARKERS"]) / "killed"
+    if config.index == 5 and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return slow_rows(config.index)
+
+
+def test_a_killed_worker_loses_no_finished_run_and_a_rerun_completes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWEEP_MARKERS", str(tmp_path))
+    configs, cache = [Indexed(i) for i in range(12)], ResultsCache(tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="a worker process died.*running the same sweep again resumes"):
+        quiet_sweep(die_once_at_index_5, configs, experiment="slow", cache=cache, jobs=2)
+    finished = [c for c in configs if cache.path("slow", cache.key("slow", 1, c)).exists()]
+    assert Indexed(5) not in finished
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every file there is intact
+        for config in finished:
+            assert cache.load("slow", 1, config) == slow_rows(config.index)
+    table = quiet_sweep(die_once_at_index_5, configs, experiment="slow", cache=cache, jobs=2)
+    expected = pd.DataFrame([dict(index=i, **row) for i in range(12) for row in slow_rows(i)])
+    pd.testing.assert_frame_equal(table, expected)
+
+
+def test_jobs_must_be_a_whole_number_of_at_least_one():
+    with pytest.raises(ValueError, match="jobs must be a whole number >= 1"):
+        quiet_sweep(CountingRun(), [Cfg(lr=0.1)], cache=False, jobs=0)
