@@ -1,0 +1,64 @@
+"""How much faster a sweep runs on N worker processes than in one, measured side by side.
+
+A whole sweep is timed with ``jobs=1`` (runs one after another in this process, torch using
+every core) and with ``jobs=N`` (``ibtools.sweep.process_pool``: N spawned workers, one CPU
+thread each on the CPU), alternating which goes first, each time from an empty cache, so every
+run is computed. The worker processes' start-up (spawn, imports, data) is inside the time.
+The ratio printed is the median over repeats of serial time / parallel time, and the two
+tables must be equal, row for row and bit for bit.
+
+- CPU: chapter 1's reduced ``isgd-convex`` sweep (88 runs of exact ISGD and ESGD on the
+  diabetes and breast-cancer tables), ``jobs`` = the number of cores.
+- CUDA: chapter 3's ``ib-mnist`` EB and IB runs at full scale, two rates, one seed, with
+  ``jobs`` = :func:`ibtools.plan.default_jobs` (what fills the card).
+
+    python -m ibtools bench sweep_jobs
+"""
+
+import os
+import statistics
+import tempfile
+import time
+
+import pandas as pd
+import torch
+
+from ibtools.experiments import get
+from ibtools.sweep import ResultsCache
+
+REPEATS = 2
+
+
+def workload(device: torch.device) -> tuple[str, str, dict, int]:
+    """(experiment, scale, grid axes, parallel jobs) for this device."""
+    if device.type == "cuda":
+        from ibtools.plan import default_jobs
+
+        return "ib-mnist", "full", dict(methods=["eb", "ib"], lrs=[0.1, 1.0], seeds=1), \
+            default_jobs(get("ib-mnist"), "full", device)
+    return "isgd-convex", "reduced", {}, os.cpu_count() or 1
+
+
+def timed_sweep(name: str, scale: str, axes: dict, device: torch.device, jobs: int) -> tuple[float, pd.DataFrame]:
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        table = get(name).sweep(scale, device=device, cache=ResultsCache(cache), progress=False, jobs=jobs, **axes)
+        return time.perf_counter() - start, table
+
+
+def main(device: torch.device) -> None:
+    name, scale, axes, jobs = workload(device)
+    runs = len(get(name).grid(scale, **axes))
+    print(f"{name} ({scale}, {runs} runs) on {device}, torch {torch.__version__}, {os.cpu_count()} cores: "
+          f"jobs=1 against jobs={jobs}, {REPEATS} repeats, order alternating\n")
+    ratios = []
+    for repeat in range(REPEATS):
+        order = [1, jobs] if repeat % 2 == 0 else [jobs, 1]
+        seconds, tables = {}, {}
+        for j in order:
+            seconds[j], tables[j] = timed_sweep(name, scale, axes, device, j)
+        pd.testing.assert_frame_equal(tables[1], tables[jobs], check_exact=device.type == "cpu")
+        ratios.append(seconds[1] / seconds[jobs])
+        print(f"  repeat {repeat + 1}: jobs=1 {seconds[1]:.1f} s, jobs={jobs} {seconds[jobs]:.1f} s, "
+              f"ratio {ratios[-1]:.2f}; tables equal")
+    print(f"\nspeed-up of jobs={jobs} over jobs=1 (median): {statistics.median(ratios):.2f}x")
