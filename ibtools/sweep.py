@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,13 +275,18 @@ def sweep(
 
     Where the missing runs are computed: ``jobs=1`` here, one after another; ``jobs=N`` in N
     worker processes (:func:`process_pool`, on the CPU); ``executor``, any
-    ``concurrent.futures.Executor`` (a Dask or Ray cluster's included) or a submitit executor
-    (:func:`slurm_executor`), whose workers must be able to import ``run`` and, with a cache,
-    write to it. Every finished run is cached as it ends. A run that raises does not stop the
+    ``concurrent.futures.Executor`` of processes (a Dask cluster's included, its workers one
+    thread each: runs seed torch's process-wide generator, so threads are refused) or a submitit
+    executor (:func:`slurm_executor`), whose workers must be able to import ``run`` and, with a
+    cache, write to it. Every finished run is cached as it ends. A run that raises does not stop the
     others: once they have finished, :class:`SweepError` reports each failed config with its
     traceback."""
     if progress is None:
         progress = os.environ.get("IBTOOLS_BOOK") != "1"
+    if isinstance(executor, ThreadPoolExecutor):
+        raise ValueError("runs seed torch's global random generator, so runs in threads of one process "
+                         "would change each other's random numbers: use an executor of processes "
+                         "(jobs=N, a ProcessPoolExecutor, Dask workers with one thread each)")
     configs = list(configs)
     for config in configs:
         config_dict(config)  # a config that is no dataclass fails here, before any run
@@ -355,6 +360,16 @@ def _on_job_array(executor, run, todo, experiment, version, root, finished, stor
     print(f"submitted {len(todo)} run(s) of {experiment} as {len(jobs)} task(s) of job(s) "
           f"{', '.join(ids)}; logs in {executor.folder}", file=sys.stderr)
     pending = dict(zip(jobs, chunks))
+    try:
+        _wait_for_tasks(pending, experiment, version, finished, store, poll_s)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the submitted tasks go on ({executor.folder} has their logs). "
+              "'python -m ibtools status' counts the finished runs; running the same sweep again "
+              "collects them (and submits whatever is not finished, again).", file=sys.stderr)
+        raise
+
+
+def _wait_for_tasks(pending: dict, experiment, version, finished, store, poll_s: float) -> None:
     while pending:
         for job in [j for j in pending if j.done()]:
             chunk = pending.pop(job)

@@ -552,11 +552,19 @@ def test_two_worker_processes_give_the_table_of_one_bit_for_bit():
 
 
 def test_any_concurrent_futures_executor_gives_the_same_table():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        elsewhere = uci_runs(executor=executor)
+    pd.testing.assert_frame_equal(uci_runs(), elsewhere, check_exact=True)
+
+
+def test_threads_are_refused_because_runs_seed_the_process_wide_generator():
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(2) as executor:
-        threaded = uci_runs(executor=executor)
-    pd.testing.assert_frame_equal(uci_runs(), threaded, check_exact=True)
+    with ThreadPoolExecutor(2) as executor, pytest.raises(ValueError, match="global random generator.*processes"):
+        uci_runs(executor=executor)
 
 
 def test_a_job_array_through_submitit_gives_the_same_table_and_resumes(tmp_path):
