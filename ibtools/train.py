@@ -9,6 +9,8 @@ reported as diverged, with its last finite loss.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
@@ -194,6 +196,13 @@ def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, fli
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+# Inside :func:`ibtools.plan.probe`, what measures the next :func:`train` call's cost (an
+# :class:`ibtools.plan.Probe`: train tells it its shape with ``begin``, wraps its evaluations
+# in ``evaluation()`` and reports every step to ``stepped``, which stops the run by raising
+# once it has what it measures); None otherwise, at no cost.
+PROBE: contextvars.ContextVar = contextvars.ContextVar("ibtools_probe", default=None)
+
+
 @dataclass
 class RunResult:
     """What one run produced: tidy rows, and how it ended."""
@@ -272,6 +281,8 @@ def train(
     and, with ``evals_per_epoch > 1``, at evenly spaced points within it (fractional epochs).
     ``augment(inputs, generator)``, if given, transforms each training mini-batch's inputs
     (e.g. :func:`crop_and_flip`); evaluations see the data as it is.
+
+    Inside :func:`ibtools.plan.probe` the call measures what it costs and stops early.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
@@ -290,10 +301,18 @@ def train(
     steps_per_epoch = math.ceil(n / batch_size)
     evaluate_after = {math.ceil(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
     result = RunResult()
+    probe = PROBE.get()
+    evaluated = [(x_train, y_train), (x_test, y_test)]
+
+    def evaluate_splits(splits) -> list[tuple[float, float]]:
+        return [evaluate(model, x, y, loss) for x, y in splits]
+
+    if probe is not None:
+        evaluated = probe.begin(dev, steps_per_epoch, epochs, evals_per_epoch, evaluated, evaluate_splits)
 
     def record_evaluation(epoch: float) -> float:
-        train_loss, train_acc = evaluate(model, x_train, y_train, loss)
-        test_loss, test_acc = evaluate(model, x_test, y_test, loss)
+        with probe.evaluation() if probe is not None else contextlib.nullcontext():
+            (train_loss, train_acc), (test_loss, test_acc) = evaluate_splits(evaluated)
         result.rows.append(dict(kind="epoch", epoch=epoch, step=result.steps, loss=train_loss,
                                 train_loss=train_loss, test_loss=test_loss,
                                 train_acc=train_acc, test_acc=test_acc))
@@ -306,7 +325,7 @@ def train(
     threshold = diverge_factor * max(start_loss, 1e-12)
 
     def blew_up(value: float) -> bool:
-        return not math.isfinite(value) or value > threshold
+        return probe is None and (not math.isfinite(value) or value > threshold)
 
     model.train()
     for epoch in range(1, epochs + 1):
@@ -317,6 +336,8 @@ def train(
                 inputs = augment(inputs, generator)
             closure = BatchClosure(model, loss_fn, optimizer, inputs, targets, clip_norm)
             batch_loss = float(optimizer.step(closure))
+            if probe is not None:
+                probe.stepped(optimizer, batch_loss, len(inputs) if y_train is None else 1, i + 1 == steps_per_epoch)
             if blew_up(batch_loss):
                 result.diverged = True
                 break
