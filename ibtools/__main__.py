@@ -1,8 +1,9 @@
-"""The command line: list the experiments, run one at either scale, run a benchmark.
+"""The command line: list the experiments, run one at either scale, plan a sweep, run a benchmark.
 
     python -m ibtools list
     python -m ibtools run isgd-convex                       # reduced scale, on this machine
     python -m ibtools run isgd-exact-net --scale full --device cuda --seeds 20 --out book/results
+    python -m ibtools plan ib-mnist --device cpu            # what its full sweep will cost
     python -m ibtools bench isgd_steps
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, data
+from . import __version__, data, plan
 from .experiments import EXPERIMENTS, SCALES, get, save_results
 from .sweep import ResultsCache, SweepError, missing, run_columns, slurm_executor
 from .train import resolve_device
@@ -134,6 +135,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    return plan.run_command(args, "python -m ibtools " + " ".join(shlex.quote(a) for a in args.argv))
+
+
+def jobs_or_best(text: str) -> int | str:
+    return text if text in ("best", "auto") else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"need a number > 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -188,6 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--seeds", type=positive_int, default=None)
     status.add_argument("--out", default="results", help="the --out of the run command (default: ./results)")
     status.set_defaults(func=cmd_status)
+    planner = sub.add_parser(
+        "plan", help="what a sweep will cost (time, memory, download) before it starts",
+        description="Time a few steps of each kind of run in an experiment's grid on random stand-ins of the "
+                    "full-scale data (nothing is downloaded), and project the sweep: runs per kind, seconds per "
+                    "epoch and per run, wall time at --jobs, peak memory per run, download size. Writes "
+                    "OUT/NAME/SCALE/plan-DEVICE.json.")
+    planner.add_argument("experiment", nargs="?", help="an experiment name from 'python -m ibtools list'")
+    planner.add_argument("--all", action="store_true", help="plan every experiment and print the total")
+    planner.add_argument("--scale", choices=SCALES, default="full", help="the preset to plan (default: full)")
+    planner.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    planner.add_argument("--jobs", type=jobs_or_best, default=1,
+                         help="worker processes the sweep will use (default 1); on CUDA 'best' measures how many "
+                              "share a GPU best and plans for them")
+    planner.add_argument("--out", default="results", help="output directory (default: ./results)")
+    planner.add_argument("--steps", type=positive_int, default=plan.STEPS,
+                         help="training steps timed per kind, fewer where they are slow (default %(default)s)")
+    planner.add_argument("--limit", type=positive_float, default=plan.LIMIT_S,
+                         help="seconds a kind's probe may take (default %(default)g); one stopped there gives "
+                              "lower bounds")
+    planner.set_defaults(func=cmd_plan)
     bench = sub.add_parser("bench", help="run a speed benchmark from benchmarks/ and print its ratios")
     bench.add_argument("name", help="a benchmark name (file stem in benchmarks/)")
     bench.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
