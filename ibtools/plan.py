@@ -581,15 +581,18 @@ def probe_in_worker(run, config, device=None, jobs: int = 1, steps: int = STEPS,
 
 
 def iter_plans(names: list[str], scale: str = "full", device=None, jobs: int | str = 1, steps: int = STEPS,
-               limit_s: float | None = LIMIT_S, command: str = "", progress: bool = False):
+               limit_s: float | None = LIMIT_S, command: str = "", progress: bool = False, configs=None):
     """Probe every kind of run of each experiment in ``names`` at ``scale`` and project its
     sweep at ``jobs`` workers on ``device``, each probe ``steps`` steps and ``limit_s``
-    seconds at most; yield a :class:`Plan` as each is done.
+    seconds at most; yield a :class:`Plan` as each is done. ``configs``, with one name, plans
+    those runs instead of the preset grid (what a live panel is about to compute).
     ``jobs="best"`` (or ``"auto"``) measures, on CUDA, how many workers share a GPU best
     (:func:`measure_concurrency`) and plans for them. Raises ValueError for an unknown
     experiment or scale, an unusable device, or ``"best"`` off CUDA."""
     experiments = [get(name) for name in names]
-    grids = [(experiment, experiment.grid(scale)) for experiment in experiments]
+    if configs is not None and len(experiments) != 1:
+        raise ValueError("configs= plans the runs of one experiment; give one name")
+    grids = [(experiment, experiment.grid(scale) if configs is None else list(configs)) for experiment in experiments]
     dev = train.resolve_device(device)
     measure = jobs in ("best", "auto")
     if measure and dev.type != "cuda":
@@ -632,6 +635,11 @@ def iter_plans(names: list[str], scale: str = "full", device=None, jobs: int | s
                                                   concurrency_counts(most), f"cuda:{dev.index or 0}", limit_s)
             yield _plan(experiment, scale, dev, jobs, table, durations, datasets, machine, throughputs,
                         dict(command=command, steps=steps, limit_s=limit_s))
+
+
+def plan_grid(experiment: Experiment, configs, **settings) -> Plan:
+    """The plan of just these runs of ``experiment`` (:func:`iter_plans`' settings)."""
+    return next(iter_plans([experiment.name], configs=configs, **settings))
 
 
 def plan_experiments(names: list[str], **settings) -> list[Plan]:
