@@ -90,35 +90,73 @@ class LearningRatePanel:
         self.progress = W.Output()
         self.plot = W.Output()
         self.results: dict[str, pd.DataFrame] = {}
+        self._confirmed: str | None = None  # the full-scale selection whose cost was shown
         self.button.on_click(lambda _: self.run())
         sliders = [s for s in (self.slider, self.eta, self.lam) if s is not None]
         self.widget = W.VBox(sliders + [W.HBox([self.methods, W.VBox([self.seeds, self.scale])]),
                                         self.button, self.progress, self.plot])
 
-    def _sweeps(self) -> list[pd.DataFrame]:
+    def _selections(self) -> list[dict]:
+        """The grid axes of what Run computes: one set for the methods with a learning rate, one
+        for those with a step η and a proximal λ."""
         chosen = list(self.methods.value)
         plain = [m for m in chosen if m not in self.proximal]
         proximal = [m for m in chosen if m in self.proximal]
         common = dict(seeds=self.seeds.value, **self.fixed)
-        tables = []
+        selections = []
         if plain:
-            tables.append(self.experiment.sweep(self.scale.value, lrs=[float(self.slider.value)], methods=plain,
-                                                **common))
+            selections.append(dict(lrs=[float(self.slider.value)], methods=plain, **common))
         if proximal:
-            tables.append(self.experiment.sweep(self.scale.value, lrs=[float(self.eta.value)],
-                                                lams=[float(self.lam.value)], methods=proximal, **common))
-        return tables
+            selections.append(dict(lrs=[float(self.eta.value)], lams=[float(self.lam.value)], methods=proximal,
+                                   **common))
+        return selections
+
+    def _full_scale_plan(self) -> str:
+        """What Run at full scale will cost, from :mod:`ibtools.plan`: the runs not yet cached,
+        timed a few steps each on stand-in data, at the workers :func:`ibtools.plan.default_jobs`
+        gives this machine; the confirmation message ("" when every run is cached)."""
+        from . import plan
+        from .sweep import missing
+
+        configs = [c for axes in self._selections() for c in self.experiment.grid("full", **axes)]
+        todo = missing(configs, experiment=self.experiment.name, version=self.experiment.version)
+        if not todo:
+            return ""
+        jobs = plan.default_jobs(self.experiment.name, "full")
+        projected = plan.plan_grid(self.experiment, todo, jobs=jobs)
+        totals = projected.totals
+        return (f"Full scale: {len(todo)} run(s) to compute ({len(configs) - len(todo)} cached), projected "
+                f"{plan.format_seconds(totals['wall_s'])} on {projected.provenance['device']} with {jobs} "
+                f"worker(s); download {plan.format_bytes(totals['download_bytes'])}, peak memory "
+                f"{plan.format_bytes(totals['peak_bytes'])} a run. Press the button again to start.")
 
     def run(self) -> pd.DataFrame:
-        """Run the current selection (cached runs are read back) and redraw."""
+        """Run the current selection (cached runs are read back) and redraw. At full scale the
+        first press says what the runs will cost and the second, with nothing changed, starts
+        them on the workers that fill this machine (the path ``python -m ibtools run`` takes)."""
         self.button.disabled = True
         try:
             with self.progress:
                 self.progress.clear_output()
-                tables = self._sweeps()
-                if not tables:
+                if not self.methods.value:
                     print("select at least one method")
                     return pd.DataFrame()
+                jobs = 1
+                if self.scale.value == "full":
+                    from .plan import default_jobs
+
+                    selection = repr(self._selections())
+                    if self._confirmed != selection:
+                        message = self._full_scale_plan()
+                        if message:
+                            self._confirmed = selection
+                            self.button.description = "Start full-scale runs"
+                            print(message)
+                            return pd.DataFrame()
+                    jobs = default_jobs(self.experiment.name, "full")
+                self._confirmed = None
+                self.button.description = "Run"
+                tables = [self.experiment.sweep(self.scale.value, jobs=jobs, **axes) for axes in self._selections()]
             table = pd.concat(tables, ignore_index=True)
             table.attrs["config_fields"] = tables[0].attrs["config_fields"]
             seen = self.results.get(self.scale.value)

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
-from conftest import TINY_LRS, registered
+from conftest import TINY_LRS, TinyConfig, registered
 from IPython.display import Markdown
 
 from ibtools import plots, widgets
@@ -503,3 +503,20 @@ def test_a_panel_with_a_figure_draws_it_from_every_run_so_far(tiny_experiment, m
     panel.slider.value = 0.01
     panel.run()
     assert len(seen) == 2 and sorted(seen[-1].lr.unique()) == pytest.approx([0.01, 0.1])
+
+
+def test_run_at_full_scale_first_says_what_it_will_cost_then_starts_on_a_second_press(tiny_experiment, capsys):
+    panel = widgets.LearningRatePanel(tiny_experiment, lr=0.1)
+    panel.scale.value = "full"
+    panel.methods.value = ("sgd",)
+    assert panel.run().empty and tiny_experiment.run.calls == []  # probed in a worker, nothing computed here
+    assert panel.button.description == "Start full-scale runs"
+    message = capsys.readouterr().out  # what the panel's output area shows, outside a kernel
+    assert "Full scale: 1 run(s) to compute (0 cached), projected" in message and "with 1 worker(s)" in message
+
+    panel.slider.value = 1.0  # a changed selection is costed again before it starts
+    assert panel.run().empty and tiny_experiment.run.calls == []
+    table = panel.run()
+    assert tiny_experiment.run.calls == [TinyConfig("sgd", 1.0, epochs=3)]  # the full preset's epochs
+    assert set(table["lr"]) == {1.0} and panel.button.description == "Run"
+    assert not panel.run().empty and len(tiny_experiment.run.calls) == 1  # cached: no plan, no run
