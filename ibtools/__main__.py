@@ -70,6 +70,8 @@ def cmd_run(args) -> int:
     cache = ResultsCache(out / "cache")
     executor, where = None, ""
     if args.executor == "processes":
+        if args.jobs is None:  # 1 on the CPU; on a GPU what fills the card (ibtools.plan)
+            args.jobs = plan.default_jobs(experiment.name, args.scale, device, plans_dirs=(args.out, plan.RESULTS_DIR))
         where = f", {args.jobs} worker processes" if args.jobs > 1 else ""
     else:
         executor = slurm_executor(out / "slurm", partition=args.partition, gpus_per_task=args.gpus_per_task,
@@ -79,7 +81,7 @@ def cmd_run(args) -> int:
         where = f", {args.runs_per_task} run(s) per {args.executor} task"
     print(f"{experiment.name} at {args.scale} scale on {device_description(device)}{where}; "
           f"results in {out} (finished runs are kept: rerun the same command to resume)")
-    table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds, jobs=args.jobs,
+    table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds, jobs=args.jobs or 1,
                              executor=executor)
     provenance = {
         "experiment": experiment.name, "scale": args.scale, "seeds": args.seeds,
@@ -183,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     parallel = run.add_argument_group(
         "many runs at once", "Runs are independent; the cache under OUT is all they share, so an "
         "interrupted sweep, on any executor, resumes by running the same command again.")
-    parallel.add_argument("--jobs", type=positive_int, default=1,
-                          help="worker processes on this machine (default 1). On the CPU each uses one "
-                               "thread; on GPUs they take turns over every visible card")
+    parallel.add_argument("--jobs", type=positive_int, default=None,
+                          help="worker processes on this machine. On the CPU each uses one thread "
+                               "(default 1); on GPUs they take turns over every visible card (default: "
+                               "as many as fill the card, from this device's plan file, else a quick probe)")
     parallel.add_argument("--executor", choices=("processes", "slurm", "submitit-local"), default="processes",
                           help="processes: this machine (default); slurm: a SLURM job array through "
                                "submitit; submitit-local: the same job array as local subprocesses")
