@@ -740,6 +740,37 @@ def load_plan(name: str, scale: str = "full", device: str = "cuda", results_dir:
     return read_plan(path) if path.exists() else None
 
 
+def full_scale_summary(name: str, results_dir: str | Path | None = None) -> str:
+    """What a chapter says of experiment ``name`` at full scale: the command that runs the
+    sweep, the committed result if there is one, and the committed plans (any device) with
+    their provenance: runs, projected wall time at their ``--jobs``, a run's seconds per epoch
+    and peak memory, the download."""
+    from .experiments import load_results
+
+    lines = [f"{name}: python -m ibtools run {name} --scale full --out book/results"]
+    found = load_results(name, "full", results_dir)
+    if found is None:
+        lines.append("  no full-scale result is committed yet")
+    else:
+        provenance = found[1]
+        lines.append(f"  result: {provenance['runs']} runs on {provenance['device']}, {provenance['date'][:10]}")
+    for device in ("cuda", "cpu"):
+        plan = load_plan(name, "full", device, results_dir)
+        if plan is None:
+            continue
+        totals, kinds = plan.totals, plan.kinds
+        epoch = kinds["s_per_epoch"].dropna()
+        per_epoch = (f"; an epoch of one run {format_seconds(epoch.min())}" if len(epoch) and epoch.min() == epoch.max()
+                     else f"; an epoch of one run {format_seconds(epoch.min())} to {format_seconds(epoch.max())}"
+                     if len(epoch) else "")
+        lines.append(f"  plan on {plan.provenance['device']}, {plan.provenance['date'][:10]} "
+                     f"({plan.provenance['command']}): {totals['runs']} runs of {totals['kinds']} kind(s), "
+                     f"projected {format_seconds(totals['wall_s'])} with --jobs {plan.jobs}{per_epoch}; "
+                     f"peak memory {format_bytes(totals['peak_bytes'])} a run; download "
+                     f"{format_bytes(totals['download_bytes'])}")
+    return "\n".join(lines)
+
+
 # --- how many workers run should start ----------------------------------------------------------------
 
 def fill_jobs(plan: Plan) -> int:
