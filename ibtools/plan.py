@@ -19,6 +19,9 @@ stop it. From these:
   (the dataset included, as the real run holds it), the caching allocator's on CUDA;
 - the download the real data needs (:func:`ibtools.standin.download_bytes`).
 
+A probe that reaches its time limit (``--limit``; one step of some full presets takes
+minutes on a CPU) stops there, and its kind's figures are lower bounds, marked so.
+
 On CUDA, ``--jobs best`` also measures the throughput of the sweep's heaviest kind with 1,
 2, 4, ... workers sharing the GPU (as many as its memory and the CPU's cores allow) and
 recommends the fewest that come within 5% of the best (:func:`choose_jobs`);
@@ -70,28 +73,30 @@ COST_FREE = frozenset({"lr", "lam", "mu", "inner_lr_ratio", "l1", "weight_decay"
 # gradient's norm costs the norm, at any threshold.
 ON_OFF = frozenset({"clip"})
 
-# What the probes do not see: work some run functions do at points of a run that a few
-# steps never reach. Their kinds' projections leave it out, and the plan says so.
-UNTIMED = {
-    ch05_taylor.run: "the Taylor optimum at each regret checkpoint (about 20 a run; for the cross-entropy "
-                     "an L-BFGS fit over every stored round, so later ones cost more), and the memory of the "
-                     "stored Taylor losses, which grows with the rounds",
-    ch06_configurations.run: "the measures computed after training (Hamming distances, switches, singular "
-                             "values of every unit's configurations over the epochs), and the memory of the "
-                             "configurations recorded each epoch, which grows with the epochs",
-    ch08_alt_losses.run: "nothing, but the alternative losses are counted after every epoch: runs that track "
-                         "them every few epochs (track_every > 1) cost less",
+# What the probes of some run functions cannot see or average well: work done at points of
+# a run that a few steps never reach, or every few steps. Their plans say so.
+NOTES = {
+    ch05_taylor.run: "left out: the Taylor optimum at each regret checkpoint (about 20 a run; for the "
+                     "cross-entropy an L-BFGS fit over every stored round, so later ones cost more) and the memory "
+                     "of the stored Taylor losses, which grows with the rounds; where every k-th round is recorded "
+                     "(record_every), the few steps timed average the recording only roughly",
+    ch06_configurations.run: "left out: the measures computed after training (Hamming distances, switches, "
+                             "singular values of every unit's configurations over the epochs) and the memory of "
+                             "the configurations recorded each epoch, which grows with the epochs",
+    ch08_alt_losses.run: "the alternative losses are counted after every epoch: runs that track them every few "
+                         "epochs (track_every > 1) cost less",
 }
 NOTE_DIVERGENCE = ("a run that diverges stops early: every run is projected at its full budget, and the probes "
                    "time the steps on random data whatever its loss does")
 # Training steps a probe times (--steps), fewer where they take longer than its budget.
 STEPS = 20
 # Seconds a probe may take (--limit): the full presets are sized for a GPU, and on a CPU one
-# step of some takes minutes.
-LIMIT_S = 30.0
+# step of some takes minutes (sibp-deep's BCD, 8 minutes on 2 cores).
+LIMIT_S = 20.0
 # What a CUDA worker process holds on its GPU outside the caching allocator (its context),
 # where it cannot be measured; about what torch 2's context takes on recent cards.
 CUDA_CONTEXT_BYTES = 512 * 2**20
+# --jobs best: the fewest workers whose throughput is within this fraction of the best.
 BEST_TOLERANCE = 0.05
 
 
@@ -133,9 +138,10 @@ class Probe:
     """What one run costs, as :func:`ibtools.train.train` measures it inside :func:`probe`;
     times in seconds.
 
-    How: after ``warmup`` untimed steps (as many of them as fit in ``budget_s``), ``steps``
-    training steps are timed, fewer once they took ``budget_s`` (a first step slower than
-    that is timed itself: its one-off costs are small beside it). The loop's own evaluations
+    How: after ``warmup`` untimed steps (as many of them as fit in ``budget_s``: a run's
+    first steps are slower, its first twenty some 15% on a CPU), ``steps`` training steps are
+    timed, fewer once they took ``budget_s`` (a first step slower than that is timed itself:
+    its one-off costs are small beside it). The loop's own evaluations
     run on a few examples; after the steps an evaluation is timed on growing slices of both
     splits (:data:`EVAL_SLICES`) and scaled to the whole splits by their size (examples, or
     time steps of sequences). With ``limit_s``, the run is interrupted that many seconds
@@ -156,8 +162,8 @@ class Probe:
     """
 
     steps: int = 5
-    warmup: int = 2
-    budget_s: float = 3.0
+    warmup: int = 10
+    budget_s: float = 2.0
     limit_s: float | None = None
     setup_s: float = math.nan
     step_s: float = math.nan
@@ -684,13 +690,15 @@ def _plan(experiment: Experiment, scale: str, dev: torch.device, jobs, table: pd
     whole = table.loc[(table["steps_per_epoch"] == 0) & ~table["timed_out"], "kind"].tolist()
     if whole:
         notes.append(f"timed whole (no training loop): {', '.join(whole)}")
-    if experiment.run in UNTIMED:
-        notes.append(f"left out: {UNTIMED[experiment.run]}")
+    if experiment.run in NOTES:
+        notes.append(NOTES[experiment.run])
     notes.append(NOTE_DIVERGENCE)
+    # The machine's 1-minute load average as the probes ended (theirs included): probes on a
+    # machine busy with other work time slower than the runs will.
     provenance = dict(device=machine["device"], threads=machine["threads"], steps=settings["steps"],
-                      limit_s=settings["limit_s"],
-                      command=settings["command"], date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                      torch=torch.__version__, ibtools=__version__, git_commit=_git_commit())
+                      limit_s=settings["limit_s"], load_average=os.getloadavg()[0], command=settings["command"],
+                      date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__,
+                      ibtools=__version__, git_commit=_git_commit())
     return Plan(experiment.name, scale, dev.type, jobs, table, totals, notes, provenance)
 
 
@@ -841,7 +849,8 @@ def format_plan(plan: Plan) -> str:
                           "peak memory": kinds["peak_bytes"].map(format_bytes)})
     bound = ">= " if totals["lower_bound"] else ""
     lines = [f"{plan.experiment} at {plan.scale} scale on {plan.provenance['device']}, --jobs {plan.jobs}: "
-             f"{totals['runs']} runs of {totals['kinds']} kind(s)", shown.to_string(index=False),
+             f"{totals['runs']} runs of {totals['kinds']} kind(s) (probed at load average "
+             f"{plan.provenance['load_average']:.1f})", shown.to_string(index=False),
              f"projected wall time {bound}{format_seconds(totals['wall_s'])} (runs' compute "
              f"{bound}{format_seconds(totals['compute_s'])}"
              + (f", workers start in {format_seconds(totals['startup_s'])})" if plan.jobs > 1 else ")"),
