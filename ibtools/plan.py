@@ -141,10 +141,10 @@ class Probe:
     How: after ``warmup`` untimed steps (as many of them as fit in ``budget_s``: a run's
     first steps are slower, its first twenty some 15% on a CPU), ``steps`` training steps are
     timed, fewer once they took ``budget_s`` (a first step slower than that is timed itself:
-    its one-off costs are small beside it). The loop's own evaluations
-    run on a few examples; after the steps an evaluation is timed on growing slices of both
-    splits (:data:`EVAL_SLICES`) and scaled to the whole splits by their size (examples, or
-    time steps of sequences). With ``limit_s``, the run is interrupted that many seconds
+    its one-off costs are small beside it). The loop's own evaluations run on a few
+    examples; after the steps an evaluation is timed on growing slices of both splits
+    (:data:`EVAL_SLICES`) and scaled to the whole splits by their size (examples, or time
+    steps of sequences). With ``limit_s``, the run is interrupted that many seconds
     after the probe began, wherever it is (in the main thread; elsewhere there is no limit),
     and ``timed_out`` says so: the part then running counts the time it had taken, and what
     was never reached counts nothing, so every figure is a lower bound.
