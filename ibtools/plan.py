@@ -773,7 +773,8 @@ def full_scale_summary(name: str, results_dir: str | Path | None = None) -> str:
                      if len(epoch) else "")
         lines.append(f"  plan on {plan.provenance['device']}, {plan.provenance['date'][:10]} "
                      f"({plan.provenance['command']}): {totals['runs']} runs of {totals['kinds']} kind(s), "
-                     f"projected {format_seconds(totals['wall_s'])} with --jobs {plan.jobs}{per_epoch}; "
+                     f"projected {'>= ' if totals['lower_bound'] else ''}{format_seconds(totals['wall_s'])} "
+                     f"with --jobs {plan.jobs}{per_epoch}; "
                      f"peak memory {format_bytes(totals['peak_bytes'])} a run; download "
                      f"{format_bytes(totals['download_bytes'])}")
     return "\n".join(lines)
