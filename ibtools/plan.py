@@ -25,7 +25,7 @@ minutes on a CPU) stops there, and its kind's figures are lower bounds, marked s
 On CUDA, ``--jobs best`` also measures the throughput of the sweep's heaviest kind with 1,
 2, 4, ... workers sharing the GPU (as many as its memory and the CPU's cores allow) and
 recommends the fewest that come within 5% of the best (:func:`choose_jobs`);
-:func:`default_jobs` is the number of workers ``run`` could default to.
+:func:`default_jobs` is the number of workers ``run`` starts by default.
 
 A plan is a table with one row per kind, totals, notes on what the probes leave out, and
 provenance, written as ``OUT/NAME/SCALE/plan-DEVICE.json`` (:func:`write_plan`) and read

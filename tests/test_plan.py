@@ -257,6 +257,23 @@ def test_plan_of_a_full_preset_writes_a_file_that_reads_back_with_provenance(tmp
     assert json.loads(path.read_text())["notes"]
 
 
+def test_a_chapter_shows_the_command_the_committed_result_and_the_plan_with_its_provenance(tmp_path, capsys):
+    assert cli.main(["plan", "sibp-vanishing", "--device", "cpu", "--steps", "2", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    written = plan.read_plan(tmp_path / "sibp-vanishing" / "full" / "plan-cpu.json")
+    lines = plan.full_scale_summary("sibp-vanishing", tmp_path).splitlines()
+    assert lines[0] == "sibp-vanishing: python -m ibtools run sibp-vanishing --scale full --out book/results"
+    assert lines[1] == "  no full-scale result is committed yet"
+    assert lines[2].startswith(f"  plan on {written.provenance['device']}, {written.provenance['date'][:10]} "
+                               f"({written.provenance['command']}): 4 runs of 4 kind(s), projected "
+                               f"{plan.format_seconds(written.totals['wall_s'])} with --jobs 1")
+    written.totals["lower_bound"] = True  # a probe stopped at its time limit
+    plan.write_plan(written, tmp_path)
+    assert "projected >= " in plan.full_scale_summary("sibp-vanishing", tmp_path)
+    assert plan.full_scale_summary("sibp-vanishing", tmp_path / "elsewhere").splitlines()[1:] == [
+        "  no full-scale result is committed yet"]
+
+
 # --- the command line ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, message", [
