@@ -61,7 +61,7 @@ from . import __version__, standin, train
 from .bench import sync
 from .experiments import EXPERIMENTS, RESULTS_DIR, Experiment, ch05_taylor, ch06_configurations, ch08_alt_losses, get
 from .files import write_atomic
-from .sweep import config_dict, process_pool
+from .sweep import RUN_THREADS, config_dict, process_pool
 
 # Fields of the experiments' configs (ibtools/experiments/) that change what a run computes
 # but not what it costs: step sizes and proximal weights, penalties and decays (an l1
@@ -352,15 +352,6 @@ def _short(value) -> str:
 
 # --- probing, in a worker process ----------------------------------------------------------------------
 
-def sweep_threads(device: torch.device, jobs: int) -> int:
-    """The CPU threads each run of a sweep has: with one job the sweep runs in this process,
-    at torch's default; with more, those :func:`ibtools.sweep.process_pool` gives its workers
-    (one on the CPU, the cores shared out on GPUs)."""
-    if jobs == 1:
-        return torch.get_num_threads()
-    return 1 if device.type == "cpu" else max(1, (os.cpu_count() or 1) // jobs)
-
-
 def warm_up(device: torch.device) -> None:
     """Pay the one-off costs of a fresh process that every later run shares, so that no
     probe counts them as its own: autograd's and the thread pools' state, on CUDA the
@@ -533,7 +524,7 @@ def measure_concurrency(run, config, steps: int, counts: list[int], device: str,
         for n in counts:
             barrier = manager.Barrier(n)
             with process_pool(n, device) as pool:
-                futures = [pool.submit(_probe, run, config, steps, sweep_threads(torch.device(device), n), limit_s,
+                futures = [pool.submit(_probe, run, config, steps, RUN_THREADS, limit_s,
                                        barrier) for _ in range(n)]
                 rows = [kind_row("", "", 1, future.result()) for future in futures]
             throughputs[n] = sum(1.0 / row["s_per_run"] for row in rows)
@@ -580,7 +571,7 @@ def probe_in_worker(run, config, device=None, jobs: int = 1, steps: int = STEPS,
     """Probe ``run(config)`` alone, in a fresh worker on ``device`` with the threads of a sweep
     at ``jobs`` workers: its row of a plan's table (``experiment`` and ``kind`` left empty)."""
     dev = train.resolve_device(device)
-    threads = sweep_threads(dev, jobs)
+    threads = RUN_THREADS
     with process_pool(1, str(dev)) as pool:
         pool.submit(_worker_ready, threads).result()
         return kind_row("", "", 1, pool.submit(_probe, run, config, steps, threads, limit_s).result())
@@ -606,7 +597,7 @@ def iter_plans(names: list[str], scale: str = "full", device=None, jobs: int | s
                          f"(one single-threaded worker per core: --jobs {os.cpu_count() or 1})")
     if not measure and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a whole number >= 1 or 'best', got {jobs!r}")
-    threads = sweep_threads(dev, 1 if measure else jobs)
+    threads = RUN_THREADS
     free_before = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else 0
     started = time.perf_counter()
     with process_pool(1, str(dev)) as pool:

@@ -163,6 +163,27 @@ def compute_many(run: Callable[[Any], list[dict]], configs: list, experiment: st
 
 # --- worker processes on this machine ---------------------------------------------------------
 
+# The CPU threads torch computes a run of a sweep with, here or in a worker (see one_cpu_thread).
+RUN_THREADS = 1
+
+
+@contextlib.contextmanager
+def one_cpu_thread():
+    """torch computes with one CPU thread inside the block, as in a worker of :func:`process_pool`.
+
+    On the CPU the thread count changes how a matrix product splits its sums, and so the last
+    bits of a run's numbers; with one thread everywhere a table is the same, bit for bit,
+    however many jobs computed it and on however many cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(RUN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pool_devices(device: str | None = None) -> list[str]:
     """The devices worker processes take turns on: every visible GPU for ``"cuda"`` (or for
     ``None`` when CUDA is available), else the one device named (``"cuda:1"``, ``"cpu"``)."""
@@ -207,19 +228,17 @@ def _init_worker(devices: list[str], counter, threads: int) -> None:
 
 def process_pool(jobs: int, device: str | None = None) -> ProcessPoolExecutor:
     """``jobs`` worker processes for :func:`sweep`, started fresh (``spawn``: no state copied
-    from this process, and safe with CUDA). On the CPU each worker uses one thread: several
-    torch processes each spinning on every core slow each other down many times over. On
-    GPUs the workers take turns over :func:`pool_devices` and share the CPU's cores.
+    from this process, and safe with CUDA). Each worker computes with one CPU thread
+    (:data:`RUN_THREADS`): several torch processes each spinning on every core slow each other
+    down many times over, and one thread everywhere keeps a table the same bit for bit. On GPUs
+    the workers take turns over :func:`pool_devices`.
 
     Raises ValueError for ``jobs < 1``."""
     if jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs}")
-    devices = pool_devices(device)
-    on_cpu = all(d == "cpu" for d in devices)
-    threads = 1 if on_cpu else max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                               initargs=(devices, context.Value("i", 0), threads))
+                               initargs=(pool_devices(device), context.Value("i", 0), RUN_THREADS))
 
 
 # --- a cluster, through submitit ----------------------------------------------------------------
@@ -273,8 +292,9 @@ def sweep(
     ``progress=None`` shows a progress bar of runs except while the book is being built
     (``IBTOOLS_BOOK=1``), where nobody watches it and it would only clutter the page.
 
-    Where the missing runs are computed: ``jobs=1`` here, one after another; ``jobs=N`` in N
-    worker processes (:func:`process_pool`, on the CPU); ``executor``, any
+    Where the missing runs are computed: ``jobs=1`` here, one after another, with one CPU
+    thread (:func:`one_cpu_thread`); ``jobs=N`` in N worker processes (:func:`process_pool`,
+    on the CPU); ``executor``, any
     ``concurrent.futures.Executor`` of processes (a Dask cluster's included, its workers one
     thread each: runs seed torch's process-wide generator, so threads are refused) or a submitit
     executor (:func:`slurm_executor`), whose workers must be able to import ``run`` and, with a
@@ -317,8 +337,9 @@ def sweep(
 
     try:
         if todo and executor is None and jobs == 1:
-            for config in todo:
-                finished(config, compute(run, config, experiment, version, root))
+            with one_cpu_thread():
+                for config in todo:
+                    finished(config, compute(run, config, experiment, version, root))
         elif todo and executor is None:
             with process_pool(jobs) as pool:
                 _on_futures(pool, run, todo, experiment, version, root, finished)

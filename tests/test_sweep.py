@@ -544,11 +544,19 @@ def uci_runs(**kwargs) -> pd.DataFrame:
 
 def test_two_worker_processes_give_the_table_of_one_bit_for_bit():
     """The parallel path changes where runs are computed, never what: the same rows, in the same
-    order, to the last bit, although the workers use one CPU thread and this process two."""
+    order, to the last bit. The MNIST classifier's matrix products are large enough for torch's
+    CPU thread count to change their last bits; every run of a sweep has one thread."""
+    from ibtools.experiments import get
+
     serial, parallel = uci_runs(), uci_runs(jobs=2)
     assert len(serial) and serial.groupby(["method", "lr"]).ngroups == 4
     pd.testing.assert_frame_equal(serial, parallel, check_exact=True)
     assert parallel.attrs["config_fields"] == serial.attrs["config_fields"]
+    torch.set_num_threads(2)  # this process's own setting is restored after a sweep
+    mnist = dict(device="cpu", cache=False, progress=False, lrs=[0.1, 1.0], seeds=1, methods=["eb"])
+    one = get("ib-mnist").sweep("reduced", **mnist)
+    assert torch.get_num_threads() == 2
+    pd.testing.assert_frame_equal(one, get("ib-mnist").sweep("reduced", jobs=2, **mnist), check_exact=True)
 
 
 def test_any_concurrent_futures_executor_gives_the_same_table():
