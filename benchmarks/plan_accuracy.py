@@ -4,8 +4,8 @@ For three full presets whose runs are plain training: the projection that
 ``python -m ibtools plan`` makes for one run trained for ONE FULL EPOCH (its setup, the
 evaluation before training, the epoch's steps and the evaluation after them), from a few
 steps probed in a fresh worker, against the wall time of running that same config for one
-epoch, whole, on the same stand-in data at the same thread count (torch's default: a sweep
-of one job runs in its own process). The two alternate, ``REPEATS`` rounds, so that a
+epoch, whole, on the same stand-in data at the same thread count (one, as every run of a
+sweep has: ibtools.sweep.one_cpu_thread). The two alternate, ``REPEATS`` rounds, so that a
 machine's drifting speed hits both; the ratio is projected / measured.
 
 - ib-mnist, EB: the paper's MNIST classifier, 600 steps of 100 images (a run is one epoch);
@@ -26,6 +26,7 @@ import torch
 
 from ibtools import plan, standin
 from ibtools.experiments import get
+from ibtools.sweep import one_cpu_thread
 
 CASES = [("ib-mnist", "eb"), ("ib-autoencoder", "eb"), ("sibp-mnist", "sgd")]
 REPEATS = 3
@@ -40,7 +41,7 @@ def one_epoch(name: str, method: str):
 
 def measured_seconds(name: str, config, device: torch.device) -> float:
     """Wall time of the whole run, here, on stand-ins."""
-    with standin.use_stand_ins():
+    with standin.use_stand_ins(), one_cpu_thread():
         start = time.perf_counter()
         get(name).run(config, device=device)
         return time.perf_counter() - start
@@ -48,7 +49,7 @@ def measured_seconds(name: str, config, device: torch.device) -> float:
 
 def main(device: torch.device) -> None:
     plan.warm_up(device)  # as the planner's worker does: one-off costs are no run's
-    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"device: {device}, torch {torch.__version__}, runs at 1 thread, "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores before")
     print("one run of one full epoch on stand-ins: the plan's projection (from a few probed steps) "
           f"against the run timed whole; {REPEATS} rounds, alternating\n")
