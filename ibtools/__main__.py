@@ -57,6 +57,11 @@ def cmd_list(args) -> int:
     return 0
 
 
+def command_line(args) -> str:
+    """The command as typed, for a provenance record."""
+    return "python -m ibtools " + shlex.join(args.argv)
+
+
 def _run_folder(args, experiment) -> Path:
     return Path(args.out) / experiment.name / args.scale
 
@@ -85,7 +90,7 @@ def cmd_run(args) -> int:
                              executor=executor)
     provenance = {
         "experiment": experiment.name, "scale": args.scale, "seeds": args.seeds,
-        "command": "python -m ibtools " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": command_line(args),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_description(device), "torch": torch.__version__,
         "ibtools": __version__, "git_commit": git_commit(), "config_fields": run_columns(table),
@@ -138,7 +143,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    return plan.run_command(args, "python -m ibtools " + " ".join(shlex.quote(a) for a in args.argv))
+    return plan.run_command(args, command_line(args))
 
 
 def jobs_or_best(text: str) -> int | str:

@@ -300,8 +300,9 @@ def probe(**settings) -> Iterator[Probe]:
     :func:`ibtools.train.train` call in the block times its setup, ``p.steps`` steps, an
     epoch's end and an evaluation (see :class:`Probe`, whose fields ``settings`` sets), then
     stops the run by an exception that this context catches, so the run returns nothing and
-    writes nothing after its training loop. A probed run never stops for divergence: the steps a full run would take are
-    timed, on data that may well diverge (the planner's random stand-ins).
+    writes nothing after its training loop. A probed run never stops for divergence: the
+    steps a full run would take are timed, on data that may well diverge (the planner's
+    random stand-ins).
     Raises ValueError for unusable settings."""
     measured = Probe(**settings)
     limited = measured.limit_s is not None and threading.current_thread() is threading.main_thread()
@@ -363,24 +364,22 @@ def warm_up(device: torch.device) -> None:
     optimizer.step()
 
 
-def _worker_ready(threads: int) -> str:
+def _worker_ready() -> str:
     """In a new worker (its imports done by unpickling this function): warm up; the
-    description of its device at ``threads`` threads."""
+    description of its device (at the one thread a sweep's runs have)."""
     from .__main__ import device_description  # the CLI imports this module
 
-    torch.set_num_threads(threads)
     device = train.resolve_device(None)
     warm_up(device)
     gc.freeze()  # what is here now stays: each probe's collection then looks at its own objects only
     return device_description(device)
 
 
-def _probe(run, config, steps: int, threads: int, limit_s: float | None, barrier=None) -> dict:
-    """In a worker: probe ``run(config)`` on stand-ins at ``threads`` threads for ``steps``
+def _probe(run, config, steps: int, limit_s: float | None, barrier=None) -> dict:
+    """In a worker: probe ``run(config)`` on stand-ins, at the worker's one thread, for ``steps``
     steps, for ``limit_s`` seconds at most (after ``barrier``, when several workers are to
     probe at once); the probe's measurements, the wall time, peak memory and the full-scale
     datasets loaded."""
-    torch.set_num_threads(threads)
     device = train.resolve_device(None)  # the worker's $IBTOOLS_DEVICE, as a sweep's run has
     with standin.use_stand_ins() as names:
         before = _reset_peaks(device)
@@ -516,16 +515,14 @@ def choose_jobs(throughputs: dict[int, float], tolerance: float = BEST_TOLERANCE
 def measure_concurrency(run, config, steps: int, counts: list[int], device: str, limit_s: float | None = LIMIT_S
                         ) -> dict[int, float]:
     """Runs per second of ``run(config)`` on ``device`` (one GPU) with each of ``counts``
-    workers probing it at once, each at the threads a sweep of that many jobs gives it; the
-    workers wait for each other before their probes, so that the timed steps overlap."""
+    workers probing it at once; the workers wait for each other before their probes, so that the timed steps overlap."""
     context = multiprocessing.get_context("spawn")
     throughputs = {}
     with context.Manager() as manager:
         for n in counts:
             barrier = manager.Barrier(n)
             with process_pool(n, device) as pool:
-                futures = [pool.submit(_probe, run, config, steps, RUN_THREADS, limit_s,
-                                       barrier) for _ in range(n)]
+                futures = [pool.submit(_probe, run, config, steps, limit_s, barrier) for _ in range(n)]
                 rows = [kind_row("", "", 1, future.result()) for future in futures]
             throughputs[n] = sum(1.0 / row["s_per_run"] for row in rows)
     return throughputs
@@ -566,15 +563,12 @@ def kind_row(experiment: str, label: str, runs: int, measured: dict) -> dict:
     return {k: row[k] for k in COLUMNS}
 
 
-def probe_in_worker(run, config, device=None, jobs: int = 1, steps: int = STEPS,
-                    limit_s: float | None = LIMIT_S) -> dict:
-    """Probe ``run(config)`` alone, in a fresh worker on ``device`` with the threads of a sweep
-    at ``jobs`` workers: its row of a plan's table (``experiment`` and ``kind`` left empty)."""
-    dev = train.resolve_device(device)
-    threads = RUN_THREADS
-    with process_pool(1, str(dev)) as pool:
-        pool.submit(_worker_ready, threads).result()
-        return kind_row("", "", 1, pool.submit(_probe, run, config, steps, threads, limit_s).result())
+def probe_in_worker(run, config, device=None, steps: int = STEPS, limit_s: float | None = LIMIT_S) -> dict:
+    """Probe ``run(config)`` alone, in a fresh worker on ``device``, as a sweep's worker runs
+    it: its row of a plan's table (``experiment`` and ``kind`` left empty)."""
+    with process_pool(1, str(train.resolve_device(device))) as pool:
+        pool.submit(_worker_ready).result()
+        return kind_row("", "", 1, pool.submit(_probe, run, config, steps, limit_s).result())
 
 
 def iter_plans(names: list[str], scale: str = "full", device=None, jobs: int | str = 1, steps: int = STEPS,
@@ -597,13 +591,12 @@ def iter_plans(names: list[str], scale: str = "full", device=None, jobs: int | s
                          f"(one single-threaded worker per core: --jobs {os.cpu_count() or 1})")
     if not measure and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a whole number >= 1 or 'best', got {jobs!r}")
-    threads = RUN_THREADS
     free_before = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else 0
     started = time.perf_counter()
     with process_pool(1, str(dev)) as pool:
-        description = pool.submit(_worker_ready, threads).result()
+        description = pool.submit(_worker_ready).result()
         startup_s = time.perf_counter() - started
-        machine = dict(device=description, threads=threads, startup_s=startup_s, cores=os.cpu_count() or 1)
+        machine = dict(device=description, threads=RUN_THREADS, startup_s=startup_s, cores=os.cpu_count() or 1)
         if dev.type == "cuda":
             free = torch.cuda.mem_get_info(dev)[0]
             machine.update(free_bytes=free, gpus=torch.cuda.device_count(),
@@ -615,7 +608,7 @@ def iter_plans(names: list[str], scale: str = "full", device=None, jobs: int | s
                           disable=not progress, leave=False)
             for label, members in zip(labels, kinds.values()):
                 try:
-                    measured = pool.submit(_probe, experiment.run, members[0], steps, threads, limit_s).result()
+                    measured = pool.submit(_probe, experiment.run, members[0], steps, limit_s).result()
                 except Exception as err:
                     raise RuntimeError(f"probing {experiment.name} ({label}: {members[0]!r}) failed: {err}") from err
                 rows.append(kind_row(experiment.name, label, len(members), measured))

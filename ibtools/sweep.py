@@ -136,9 +136,10 @@ def compute(run: Callable[[Any], list[dict]], config, experiment: str, version: 
             cache_root: str | None) -> Outcome:
     """Run ``run(config)`` and, with a cache, write the rows there before returning: the unit
     of work every executor is given (it is picklable, and runs in whatever process or cluster
-    job the executor chooses). An ``Exception`` becomes an :class:`Outcome` with its traceback,
-    so one failing run never stops the others; ``KeyboardInterrupt`` still propagates."""
-    with _worker_busy or contextlib.nullcontext():
+    job the executor chooses), with one CPU thread (:func:`one_cpu_thread`) wherever that is.
+    An ``Exception`` becomes an :class:`Outcome` with its traceback, so one failing run never
+    stops the others; ``KeyboardInterrupt`` still propagates."""
+    with _worker_busy or contextlib.nullcontext(), one_cpu_thread():
         try:
             rows = run(config)
         except Exception:  # noqa: BLE001  (reported with the config by sweep())
@@ -211,7 +212,7 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _init_worker(devices: list[str], counter, threads: int) -> None:
+def _init_worker(devices: list[str], counter) -> None:
     global _worker_busy
     _worker_busy = threading.Lock()
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -223,7 +224,7 @@ def _init_worker(devices: list[str], counter, threads: int) -> None:
     os.environ["IBTOOLS_DEVICE"] = devices[index % len(devices)]
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(RUN_THREADS)  # for what a worker does besides runs (a planner's probes)
 
 
 def process_pool(jobs: int, device: str | None = None) -> ProcessPoolExecutor:
@@ -238,7 +239,7 @@ def process_pool(jobs: int, device: str | None = None) -> ProcessPoolExecutor:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs}")
     context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                               initargs=(pool_devices(device), context.Value("i", 0), RUN_THREADS))
+                               initargs=(pool_devices(device), context.Value("i", 0)))
 
 
 # --- a cluster, through submitit ----------------------------------------------------------------
@@ -292,8 +293,8 @@ def sweep(
     ``progress=None`` shows a progress bar of runs except while the book is being built
     (``IBTOOLS_BOOK=1``), where nobody watches it and it would only clutter the page.
 
-    Where the missing runs are computed: ``jobs=1`` here, one after another, with one CPU
-    thread (:func:`one_cpu_thread`); ``jobs=N`` in N worker processes (:func:`process_pool`,
+    Where the missing runs are computed (each with one CPU thread, :func:`one_cpu_thread`):
+    ``jobs=1`` here, one after another; ``jobs=N`` in N worker processes (:func:`process_pool`,
     on the CPU); ``executor``, any
     ``concurrent.futures.Executor`` of processes (a Dask cluster's included, its workers one
     thread each: runs seed torch's process-wide generator, so threads are refused) or a submitit
@@ -310,16 +311,17 @@ def sweep(
     configs = list(configs)
     for config in configs:
         config_dict(config)  # a config that is no dataclass fails here, before any run
+    distinct = list(dict.fromkeys(configs))
     store = None if cache is False else (cache if isinstance(cache, ResultsCache) else ResultsCache(cache))
     results: dict = {}
     if store:
-        for config in dict.fromkeys(configs):
+        for config in distinct:
             rows = store.load(experiment, version, config)
             if rows is not None:
                 results[config] = rows
-    todo = [c for c in dict.fromkeys(configs) if c not in results]
+    todo = [c for c in distinct if c not in results]
     failures: list[tuple[Any, str]] = []
-    bar = tqdm(total=len(dict.fromkeys(configs)), initial=len(results), desc=description or experiment,
+    bar = tqdm(total=len(distinct), initial=len(results), desc=description or experiment,
                unit="run", disable=not progress, leave=False)
     root = str(store.root) if store else None
 
@@ -337,9 +339,8 @@ def sweep(
 
     try:
         if todo and executor is None and jobs == 1:
-            with one_cpu_thread():
-                for config in todo:
-                    finished(config, compute(run, config, experiment, version, root))
+            for config in todo:
+                finished(config, compute(run, config, experiment, version, root))
         elif todo and executor is None:
             with process_pool(jobs) as pool:
                 _on_futures(pool, run, todo, experiment, version, root, finished)

@@ -90,7 +90,7 @@ class LearningRatePanel:
         self.progress = W.Output()
         self.plot = W.Output()
         self.results: dict[str, pd.DataFrame] = {}
-        self._confirmed: str | None = None  # the full-scale selection whose cost was shown
+        self._confirmed: tuple[str, int] | None = None  # the full-scale selection whose cost was shown, its jobs
         self.button.on_click(lambda _: self.run())
         sliders = [s for s in (self.slider, self.eta, self.lam) if s is not None]
         self.widget = W.VBox(sliders + [W.HBox([self.methods, W.VBox([self.seeds, self.scale])]),
@@ -111,10 +111,10 @@ class LearningRatePanel:
                                    **common))
         return selections
 
-    def _full_scale_plan(self) -> str:
-        """What Run at full scale will cost, from :mod:`ibtools.plan`: the runs not yet cached,
-        timed a few steps each on stand-in data, at the workers :func:`ibtools.plan.default_jobs`
-        gives this machine; the confirmation message ("" when every run is cached)."""
+    def _full_scale_plan(self, jobs: int) -> str:
+        """What Run at full scale will cost at ``jobs`` workers, from :mod:`ibtools.plan`: the
+        runs not yet cached, timed a few steps each on stand-in data; the confirmation message
+        ("" when every run is cached)."""
         from . import plan
         from .sweep import missing
 
@@ -122,7 +122,6 @@ class LearningRatePanel:
         todo = missing(configs, experiment=self.experiment.name, version=self.experiment.version)
         if not todo:
             return ""
-        jobs = plan.default_jobs(self.experiment.name, "full")
         projected = plan.plan_grid(self.experiment, todo, jobs=jobs)
         totals = projected.totals
         return (f"Full scale: {len(todo)} run(s) to compute ({len(configs) - len(todo)} cached), projected "
@@ -146,14 +145,17 @@ class LearningRatePanel:
                     from .plan import default_jobs
 
                     selection = repr(self._selections())
-                    if self._confirmed != selection:
-                        message = self._full_scale_plan()
+                    if self._confirmed is None or self._confirmed[0] != selection:
+                        # what fills this machine, found once: the runs start on as many
+                        jobs = default_jobs(self.experiment.name, "full")
+                        message = self._full_scale_plan(jobs)
                         if message:
-                            self._confirmed = selection
+                            self._confirmed = (selection, jobs)
                             self.button.description = "Start full-scale runs"
                             print(message)
                             return pd.DataFrame()
-                    jobs = default_jobs(self.experiment.name, "full")
+                    else:
+                        jobs = self._confirmed[1]
                 self._confirmed = None
                 self.button.description = "Run"
                 tables = [self.experiment.sweep(self.scale.value, jobs=jobs, **axes) for axes in self._selections()]

@@ -7,6 +7,7 @@ of its two scales: ``reduced`` (CPU, offline, seconds; what the book executes) a
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import json
@@ -67,15 +68,11 @@ class Experiment:
         own_pool = executor is None
         # Worker processes of our own pick their device themselves (pool_devices); any other
         # executor's workers are given the device asked for, as a string.
-        run = functools.partial(self.run, device=None if own_pool or device is None else str(device))
-        pool = process_pool(jobs, None if device is None else str(device)) if own_pool else executor
-        try:
+        device = None if device is None else str(device)
+        run = functools.partial(self.run, device=None if own_pool else device)
+        with process_pool(jobs, device) if own_pool else contextlib.nullcontext(executor) as pool:
             return sweep(run, configs, experiment=self.name, version=self.version, cache=cache,
-                         progress=progress, description=f"{self.name} ({scale}, {jobs} jobs)" if own_pool
-                         else f"{self.name} ({scale})", executor=pool)
-        finally:
-            if own_pool:
-                pool.shutdown(cancel_futures=True)
+                         progress=progress, description=f"{self.name} ({scale})", executor=pool)
 
 
 def prefetch(configs) -> None:
