@@ -8,12 +8,15 @@ epoch) and knows nothing of how it was computed. Diverged runs are drawn, not dr
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from IPython.display import Image
+from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 
 from .sweep import run_columns
@@ -27,6 +30,35 @@ METHOD_LABELS = {"esgd": "ESGD (explicit)", "isgd": "ISGD (implicit)", "exact-is
                  "sgd": "SGD", "adam": "Adam", "rmsprop": "RMSProp", "sibp": "SIBP", "proxbp": "ProxBP", "bcd": "BCD",
                  "sgdm": "SGDM", "sgdl": "SGDL", "adadelta": "AdaDelta"}
 PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def subplots(ncols: int, figsize: tuple[float, float], fig: Figure | None = None):
+    """``ncols`` axes side by side (one ``Axes`` when ``ncols`` is 1) on ``fig``, resized to
+    ``figsize`` inches, or on a new pyplot figure when ``fig`` is None (a chapter's cell, which
+    the notebook shows when the cell ends)."""
+    if fig is None:
+        return plt.subplots(1, ncols, figsize=figsize)[1]
+    fig.set_size_inches(figsize)
+    return fig.subplots(1, ncols)
+
+
+def detached_figure() -> Figure:
+    """A figure pyplot does not know of, for the live panels' callbacks.
+
+    In JupyterLab with ipykernel 7 a widget's messages may be handled on a kernel subshell
+    thread, and after each one the kernel fires IPython's ``post_execute`` hooks there, which
+    draw (and flush) every open pyplot figure. A pyplot figure being built by a Run callback
+    on the main thread is then drawn by two threads at once, and matplotlib is not thread-safe
+    (seen as a mathtext ``ParseException`` on a log axis's tick labels). A figure outside
+    pyplot is drawn only by whoever holds it; :func:`png` shows it."""
+    return Figure(layout="tight")
+
+
+def png(fig: Figure) -> Image:
+    """``fig`` rendered to a PNG image for ``IPython.display.display`` (any backend, no pyplot)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return Image(data=buffer.getvalue(), format="png")
 
 
 def color(method: str, i: int = 0) -> str:
@@ -68,7 +100,7 @@ def loss_vs_lr(table: pd.DataFrame, metric: str = "train_loss", ax=None, title: 
 
     Learning rates at which any seed diverged are marked with an ``x`` at the top."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+        ax = subplots(1, (6, 4))
     stats = summarize(table, metric)
     top = np.nanmax(stats["mean"] + stats["std"]) if stats["mean"].notna().any() else 1.0
     for i, (method, rows) in enumerate(stats.groupby("method", sort=False)):
@@ -89,7 +121,7 @@ def seed_scatter(table: pd.DataFrame, metric: str = "train_loss", ax=None, title
     side by side (shifted a little along the log axis); runs that diverged as an ``x`` at the
     top. The per-seed view of :func:`loss_vs_lr`."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+        ax = subplots(1, (6, 4))
     last = final_rows(table, metric)
     ok = ~last["diverged"].astype(bool)
     top = last.loc[ok, metric].max() * 1.5 if ok.any() else 1.0
@@ -134,7 +166,7 @@ def curves(table: pd.DataFrame, lr: float | None, metric: str = "loss", kind: st
     """Training curves (mean over seeds) of every method at one learning rate (``lr=None``: of
     every run in ``table``, one step size per method)."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+        ax = subplots(1, (6, 4))
     means = mean_curves(table, lr, metric, kind)
     for i, (method, rows) in enumerate(means.groupby("method", sort=False)):
         ax.plot(rows["step"], rows[metric], color=color(method, i), label=label(method))
@@ -163,12 +195,13 @@ def runs_by_rate(table: pd.DataFrame):
         yield run_label(rows), color(method, methods.index(method)), styles[rank % len(styles)], rows
 
 
-def regret_curves(table: pd.DataFrame, axes=None, scope: str = "layer", title: str = ""):
+def regret_curves(table: pd.DataFrame, axes=None, scope: str = "layer", title: str = "", fig: Figure | None = None):
     """Chapter 5's measurements of each run (rows of kind "regret"): left, the regret of the
     tracked units of ``scope`` divided by sqrt(N) (mean over units); right, the cumulative loss
-    (solid) and the Taylor optimum (dashed), both divided by sqrt(N)."""
+    (solid) and the Taylor optimum (dashed), both divided by sqrt(N). On two given ``axes``, or
+    two new ones on ``fig`` (a new pyplot figure when None)."""
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        axes = subplots(2, (11, 3.6), fig)
     rows = table[(table["kind"] == "regret") & (table["scope"] == scope)]
     for name, c, style, run in runs_by_rate(rows):
         mean = run.groupby("rounds")[["regret", "cum_loss", "taylor_opt"]].mean()
@@ -184,11 +217,12 @@ def regret_curves(table: pd.DataFrame, axes=None, scope: str = "layer", title: s
     return axes
 
 
-def exploration_measures(table: pd.DataFrame, axes=None, title: str = ""):
+def exploration_measures(table: pd.DataFrame, axes=None, title: str = "", fig: Figure | None = None):
     """Chapter 6's three measures of each run: novelty (rows of kind "hamming", as a fraction of
-    D x M), switches per data point and volume per unit (sorted, against their rank)."""
+    D x M), switches per data point and volume per unit (sorted, against their rank). On three
+    given ``axes``, or three new ones on ``fig`` (a new pyplot figure when None)."""
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+        axes = subplots(3, (14, 3.6), fig)
     for name, c, style, run in runs_by_rate(table):
         h = run[run["kind"] == "hamming"]
         axes[0].plot(h["step"], h["fraction"], style, marker="o", ms=3, color=c, label=name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
@@ -57,8 +56,13 @@ class LearningRatePanel:
     training curves of the latest runs. Right: the final metric against the step size over
     every run so far at this scale (the proximal methods' at the current λ), so dragging the
     sliders and pressing Run traces out the sensitivity curves point by point. ``figure``, a
-    function of the table of every run so far, replaces those two plots by a chapter's own
-    (e.g. :func:`ibtools.plots.exploration_measures`)."""
+    function ``figure(table, fig=...)`` of the table of every run so far that draws on the
+    matplotlib figure ``fig``, replaces those two plots by a chapter's own (e.g.
+    :func:`ibtools.plots.exploration_measures`).
+
+    Every run is drawn, diverged ones included (their losses are plotted up to where they
+    stopped and marked ``x``). The figures are made with :func:`ibtools.plots.detached_figure`,
+    never through pyplot, so that no other kernel thread draws them while Run builds them."""
 
     def __init__(self, experiment: Experiment | str, *, metric: str | None = None,
                  curve_metric: str = "train_loss", curve_kind: str = "epoch",
@@ -191,13 +195,12 @@ class LearningRatePanel:
         return "training at " + "; ".join(parts)
 
     def draw(self, latest: pd.DataFrame) -> None:
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            if self.figure is not None:
-                self.figure(self.results[self.scale.value])
-                plt.show()
-                return
-            fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+        """Redraw the plot from ``latest`` (the runs of the last Run) and every run so far."""
+        fig = plots.detached_figure()
+        if self.figure is not None:
+            self.figure(self.results[self.scale.value], fig=fig)
+        else:
+            left, right = plots.subplots(2, (11, 3.8), fig)
             plots.curves(latest, None, self.curve_metric, self.curve_kind, ax=left, logy=self.logy,
                          title=self.title())
             suffix = f" (λ = {self.lam.value:.3g})" if self.lam is not None else ""
@@ -206,8 +209,10 @@ class LearningRatePanel:
             for slider in (self.slider, self.eta):
                 if slider is not None:
                     right.axvline(float(slider.value), color="black", ls=":", lw=1)
-            fig.tight_layout()
-            plt.show()
+        image = plots.png(fig)
+        with self.plot:
+            self.plot.clear_output(wait=True)
+            display(image)
 
     def _ipython_display_(self):
         display(self.widget)
@@ -218,13 +223,21 @@ BOOK_NOTE = ("*Live panel: open this chapter as a notebook (`jupyter lab book/` 
 
 
 def explorer(draw, *, lr: float = 1.0, lr_range: tuple[float, float] = (1e-3, 1e3), **controls):
-    """Redraw ``draw(lr=..., **values)`` as the sliders move: a log-scale learning-rate slider
-    first, then one control per keyword (an ipywidgets widget, or anything ``interactive``
-    accepts, such as a ``(min, max, step)`` tuple or a list of options). For the formulas of a
-    chapter that need no training; in the rendered book, the pointer to the notebook."""
+    """Redraw ``draw(fig, lr=..., **values)`` as the sliders move: ``draw`` draws on the
+    matplotlib figure ``fig`` (a :func:`ibtools.plots.detached_figure`, for the reason given
+    there), which is then shown. A log-scale learning-rate slider comes first, then one control
+    per keyword (an ipywidgets widget, or anything ``interactive`` accepts, such as a
+    ``(min, max, step)`` tuple or a list of options). For the formulas of a chapter that need
+    no training; in the rendered book, the pointer to the notebook."""
     if os.environ.get("IBTOOLS_BOOK") == "1":
         return Markdown(BOOK_NOTE)
-    return W.interactive(draw, lr=lr_slider(list(lr_range), lr), **controls)
+
+    def redraw(**values):
+        fig = plots.detached_figure()
+        draw(fig, **values)
+        display(plots.png(fig))
+
+    return W.interactive(redraw, lr=lr_slider(list(lr_range), lr), **controls)
 
 
 def panel(experiment: Experiment | str, **kwargs):

@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
-from conftest import TINY_LRS, TinyConfig, registered
-from IPython.display import Markdown
+from conftest import TINY_LRS, TinyConfig, TinyRun, registered, tiny_configs
+from IPython.display import Image, Markdown
 
 from ibtools import plots, widgets
 
@@ -407,14 +407,17 @@ def test_slider_figure_redraws_each_series_from_the_rows_of_the_chosen_value():
 def test_explorer_is_a_pointer_in_the_book_and_interactive_in_a_notebook(monkeypatch):
     drawn = []
 
-    def draw(lr, c):
+    def draw(fig, lr, c):
         drawn.append((lr, c))
+        plots.subplots(1, (3, 2), fig).axvline(lr)
 
     panel = widgets.explorer(draw, lr=0.5, c=(-1.0, 1.0, 0.5))
     assert panel.children[0].description.startswith("learning rate") and panel.children[0].value == 0.5
     panel.children[1].value = 1.0
+    shown = displayed(monkeypatch)
     panel.update()
     assert drawn[-1] == (0.5, 1.0)
+    assert len(shown) == 1 and is_png(shown[0]) and plt.get_fignums() == []
     monkeypatch.setenv("IBTOOLS_BOOK", "1")
     assert "notebook" in widgets.explorer(draw)._repr_markdown_()
 
@@ -497,12 +500,69 @@ def test_exploration_measures_draw_each_run_on_the_three_axes():
 
 def test_a_panel_with_a_figure_draws_it_from_every_run_so_far(tiny_experiment, monkeypatch):
     seen = []
-    panel = widgets.LearningRatePanel(tiny_experiment, lr=0.1, figure=lambda table: seen.append(table.copy()))
-    monkeypatch.setattr(plt, "show", lambda: None)
+
+    def figure(table, fig):
+        seen.append(table.copy())
+        plots.subplots(1, (4, 3), fig).plot(table.lr, table.train_loss)
+
+    panel = widgets.LearningRatePanel(tiny_experiment, lr=0.1, figure=figure)
+    shown = displayed(monkeypatch)
     panel.run()
     panel.slider.value = 0.01
     panel.run()
     assert len(seen) == 2 and sorted(seen[-1].lr.unique()) == pytest.approx([0.01, 0.1])
+    assert len(shown) == 2 and all(is_png(image) for image in shown)
+
+
+def displayed(monkeypatch) -> list:
+    """What the live panels show from now on (``IPython.display.display`` as ``widgets`` calls it)."""
+    shown = []
+    monkeypatch.setattr(widgets, "display", shown.append)
+    return shown
+
+
+def is_png(image) -> bool:
+    return isinstance(image, Image) and image.format == "png" and image.data.startswith(b"\x89PNG")
+
+
+def test_a_panel_builds_its_figure_where_no_other_thread_can_draw_it(tiny_experiment, monkeypatch):
+    # After a widget message handled on a kernel subshell thread, ipykernel fires IPython's
+    # post_execute hooks there, and pyplot's hook draws every figure pyplot knows of. While Run
+    # builds its figure, pyplot must know of none, and the figure is shown as a finished image.
+    known_while_drawing = []
+    curves = plots.curves
+
+    def recording_curves(*args, **kwargs):
+        known_while_drawing.append(plt.get_fignums())
+        return curves(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "curves", recording_curves)
+    shown = displayed(monkeypatch)
+    widgets.LearningRatePanel(tiny_experiment, lr=0.1).run()
+    assert known_while_drawing == [[]]
+    assert plt.get_fignums() == [] and len(shown) == 1 and is_png(shown[0])
+
+
+@pytest.fixture
+def diverging_experiment():
+    """The tiny experiment with a grid up to lr = 100, where SGD on its least squares diverges."""
+    def configs(scale, lrs=None, methods=None, seeds=None):
+        return tiny_configs(scale, lrs or [0.01, 100.0], methods, seeds)
+
+    yield from registered("diverging-test", TinyRun(), configs)
+
+
+def test_a_panel_draws_runs_that_diverged(diverging_experiment, monkeypatch):
+    # At lr = 100 the loss overflows within the first epoch; the log axes must still be drawn,
+    # with the runs marked.
+    shown = displayed(monkeypatch)
+    panel = widgets.LearningRatePanel("diverging-test", lr=0.1)
+    panel.run()
+    panel.slider.value = 100.0
+    table = panel.run()
+    assert table["diverged"].astype(bool).all()
+    assert len(shown) == 2 and all(is_png(image) for image in shown)
+    assert shown[0].data != shown[1].data
 
 
 def test_run_at_full_scale_first_says_what_it_will_cost_then_starts_on_a_second_press(tiny_experiment, capsys):
