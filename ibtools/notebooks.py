@@ -98,6 +98,8 @@ def write_install_cell(path: Path, url: str | None = None) -> bool:
     cell, cells = install_cell(url), notebook["cells"]
     first = first_code_cell(notebook)
     if first is not None and first.get("id") == INSTALL_CELL_ID:
+        if first["source"] == cell["source"] and first["metadata"].get("tags") == cell["metadata"]["tags"]:
+            return False  # current (the timings `make outputs` records in its metadata may stay)
         cells[cells.index(first)] = cell
     else:
         cells.insert(cells.index(first) if first is not None else len(cells), cell)

@@ -65,6 +65,18 @@ def test_writing_the_install_cell_again_changes_nothing(tmp_path):
         assert not notebooks.write_install_cell(copy), f"{path.name} is not as write_install_cell leaves it"
 
 
+def test_a_new_url_rewrites_the_install_cell_in_place(tmp_path):
+    copy = tmp_path / CHAPTERS[0].name
+    shutil.copy(CHAPTERS[0], copy)
+    before = json.loads(copy.read_text(encoding="utf-8"))
+    assert notebooks.write_install_cell(copy, "https://github.com/someone/fork")
+    after = json.loads(copy.read_text(encoding="utf-8"))
+    assert len(after["cells"]) == len(before["cells"])
+    assert '"https://github.com/someone/fork"' in "".join(notebooks.first_code_cell(after)["source"])
+    assert [c for c in after["cells"] if c.get("id") != notebooks.INSTALL_CELL_ID] == \
+        [c for c in before["cells"] if c.get("id") != notebooks.INSTALL_CELL_ID]
+
+
 def test_binder_environment():
     requirements = (REPO / "binder" / "requirements.txt").read_text(encoding="utf-8").splitlines()
     lines = [line.strip() for line in requirements if line.strip() and not line.startswith("#")]
