@@ -1,4 +1,5 @@
-# The two commands: `make book` builds the HTML book, `make test` runs every test.
+# The two commands: `make book` builds the HTML book, `make test` runs every test; `make lab` opens the
+# chapters in JupyterLab to drive their live panels.
 # Both create .venv from requirements.txt (and ibtools, editable) when it is missing or stale.
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ PLOTLY_JS := _static/plotly.min.js
 # <script>: in a folder of html_extra_path (_config.yml), which the build copies to the site's root.
 MATHJAX := _build/extra/mathjax/tex-mml-chtml.js
 
-.PHONY: book test unit notebooks browser outputs clean
+.PHONY: book test unit notebooks browser lab outputs clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +41,16 @@ notebooks: $(STAMP)
 
 browser: book
 	$(PY) -m pytest tests -m browser
+
+# JupyterLab on the chapters (LAB_DIR), with .venv's kernel, which has ibtools: its kernelspec is
+# written into .venv and JUPYTER_PATH puts it before any user-wide "python3" kernel. --allow-root
+# where everything runs as root (containers, CI). LAB_ARGS: more options (the tests pass a port and
+# a token).
+LAB_DIR ?= book
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix >/dev/null
+	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(VENV)/bin/jupyter-lab $(LAB_DIR) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # A fresh results cache, so the chapters really compute what they show.
 test: $(STAMP)

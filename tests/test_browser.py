@@ -11,17 +11,15 @@ A full-page screenshot of each is left in ``_build/browser/`` for humans.
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.server
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
+from chromium import chromium, save_full_page_screenshot
+from chromium import wait_for as wait_until
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -34,11 +32,6 @@ SITE = REPO / "_build" / "html"
 CHAPTERS = {"01_isgd_vs_esgd": (3, "Fagan"), "04_sibp": (2, "Liu"), "05_taylor_regret": (1, "Balduzzi"),
             "06_shattered_gradients": (1, "Balduzzi"), "07_large_learning_rates": (2, "Anonymous"),
             "08_alternative_losses": (3, "Anonymous")}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
 RENDER_TIMEOUT = 30  # seconds for MathJax and plotly to finish on a slow machine
 
 # Errors on our pages that come from the book tooling, not from the book, and that no setting fixes:
@@ -102,23 +95,8 @@ def site_url():
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium with a fresh profile, keeping the console log."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not found: install Chromium and its driver with "
-                    "`apt-get install chromium chromium-driver` (as .ci/run does).")
-    with tempfile.TemporaryDirectory(prefix="ibtools-chromium-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        driver.set_page_load_timeout(RENDER_TIMEOUT)
-        driver.set_script_timeout(RENDER_TIMEOUT)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium(RENDER_TIMEOUT) as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module", params=list(CHAPTERS))
@@ -138,16 +116,7 @@ def chapter(request, browser, site_url):
 
 def wait_for(driver, script: str, timeout: float = RENDER_TIMEOUT):
     """Wait until ``script`` returns something truthy, and return it."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: d.execute_script(script))
-
-
-def save_full_page_screenshot(driver, path: Path) -> None:
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
+    return wait_until(driver, script, timeout)
 
 
 def test_math_is_typeset(chapter):
