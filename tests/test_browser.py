@@ -228,3 +228,42 @@ def test_console_has_no_errors(chapter, site_url):
               if entry["level"] == "SEVERE" and ours(entry["message"])
               and not any(known in entry["message"] for known in UPSTREAM_CONSOLE_ERRORS)]
     assert not errors, "errors in the browser console:\n" + "\n".join(errors)
+
+
+def test_launch_and_download_buttons(chapter, site_url):
+    """The rocket menu opens the chapter on Binder and Colab, from the repository named in
+    _config.yml, and the download menu offers the chapter's notebook."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    repository, launch = config["repository"], config["launch_buttons"]
+    org_repo = repository["url"].removeprefix("https://github.com/").strip("/")
+    notebook = f"book/{chapter.chapter_name}.ipynb"
+    expected = {
+        "Binder": f"{launch['binderhub_url']}/v2/gh/{org_repo}/{repository['branch']}?urlpath=lab/tree/{notebook}",
+        "Colab": f"{launch['colab_url']}/github/{org_repo}/blob/{repository['branch']}/{notebook}",
+    }
+    chapter.execute_script("window.scrollTo(0, 0)")
+    chapter.find_element(By.CSS_SELECTOR, ".dropdown-launch-buttons > button.dropdown-toggle").click()
+    try:
+        items = WebDriverWait(chapter, 5, poll_frequency=0.1).until(lambda d: [
+            a for a in d.find_elements(By.CSS_SELECTOR, ".dropdown-launch-buttons a.dropdown-item")
+            if a.is_displayed()])
+    except TimeoutException:
+        pytest.fail("the rocket button opens no menu of launch links")
+    links = {a.text.strip(): a.get_attribute("href") for a in items}
+    assert links == expected, f"launch links {links}, expected {expected}"
+    chapter.find_element(By.CSS_SELECTOR, ".dropdown-launch-buttons > button.dropdown-toggle").click()  # closed
+
+    download = chapter.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const a = [...document.querySelectorAll('.dropdown-download-buttons a.dropdown-item')]
+            .find(a => a.textContent.trim() === '.ipynb');
+        if (!a) return done(null);
+        fetch(a.href).then(r => r.json())
+            .then(nb => done({href: a.href, nbformat: nb.nbformat, cells: nb.cells.length}),
+                  error => done({href: a.href, error: String(error)}));
+    """)
+    assert download is not None, "the download menu offers no .ipynb"
+    assert download["href"] == f"{site_url}/_sources/{notebook}", download
+    assert download.get("nbformat") == 4 and download["cells"] > 1, f"the .ipynb offered is no notebook: {download}"
