@@ -11,7 +11,10 @@ unit j (appendix A):
                          + lr (1 + lr mu) ||z||^2 a^2 / 2 },                                (8)
 
 with c_j = theta_j^T z the pre-activation. EB's step is (7) with alpha_j = sigma'(c_j) b_j; IB's
-alpha_j tends to it as lr -> 0 and stays bounded as lr -> oo (section 4.1).
+alpha_j tends to it as lr -> 0. With a ridge term (mu > 0) and an asymptotically linear sigma,
+IB's step lr alpha_j z stays bounded as lr -> oo (section 4.1); with mu = 0 it need not: the
+relu's step for b < 0 is EB's full step lr b z wherever it moves, and the arctan's grows like
+lr^(1/3).
 
 This module is the math: :func:`solve_alpha` solves (8) element-wise, in closed form for the
 identity, the relu (Table 1) and the arctan (a cubic, section 4.3), and by enumerating
@@ -396,8 +399,10 @@ def solve_alpha(activation: Activation, b, c, z_sq, lr, mu=0.0) -> torch.Tensor:
 
     - "identity": alpha = b / (1 + lr mu).
     - "relu": Table 1 (the global minimiser; see :func:`_relu_alpha`).
-    - "arctan": the stationary point closest to 0 (section 4.3), a root of a cubic in closed
-      form (see :func:`_arctan_alpha`).
+    - "arctan": the stationary point closest to 0 (section 4.3's axiom), a root of a cubic in
+      closed form (see :func:`_arctan_alpha`). Where the cubic has three real roots this is not
+      always the global minimiser of (8): a farther root can give a lower value (for b = 1,
+      lr = 4, z_sq = 1 and c = 2.8, the roots 0.2 and 0.818 give 1.187 and 0.897).
     - "hardtanh", "smoothstep", any PiecewiseCubic: the global minimiser over all pieces;
       ties go to the alpha closest to 0 (section 4.4).
 

@@ -495,3 +495,17 @@ def test_piecewise_cubic_normalises_its_numbers():
 def test_piecewise_cubic_rejects_what_eq_8_cannot_use(breakpoints, coefficients, match):
     with pytest.raises(ValueError, match=match):
         ib.PiecewiseCubic(breakpoints=breakpoints, coefficients=coefficients)
+
+
+def test_the_arctan_alpha_is_the_root_closest_to_zero_even_where_a_farther_root_is_lower():
+    """Section 4.3's axiom: the smaller step, not the minimiser of (8). At b = 1, lr = 4,
+    ||z||^2 = 1, c = 2.8 the stationary points are 0.2, 0.382 and 0.818, and (8) is lower at 0.818."""
+    got = float(ib.solve_alpha("arctan", torch.tensor(1.0, dtype=F64), torch.tensor(2.8, dtype=F64),
+                               torch.tensor(1.0, dtype=F64), 4.0))
+    roots = np.roots([16.0, -2 * 2.8 * 4, 1 + 2.8**2, -1.0]).real
+
+    def objective(a):
+        return np.arctan(2.8 - 4 * a) + 4 * a**2 / 2
+
+    assert got == pytest.approx(min(roots, key=abs), abs=1e-12) == pytest.approx(0.2, abs=1e-12)
+    assert objective(max(roots)) < objective(got) - 0.25
