@@ -1,6 +1,7 @@
 """Chapter 2's tables of one-unit updates: the behaviours the chapter shows must be the math's."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ibtools.experiments import ch02_ib as ch02
@@ -72,3 +73,103 @@ def test_step_length_grows_for_eb_and_stays_bounded_for_ib_with_ridge():
         ib = rows[rows.method == "ib"].step.to_numpy()
         assert eb[-1] / eb[0] == pytest.approx(1e4, rel=1e-3)
         assert ib[-1] < 10 and ib[-1] / ib[0] < 1.1
+
+
+# --- without a ridge term (mu = 0, chapter 3's setting) the step is not bounded ------------------
+
+LRS = np.logspace(0, 8, 33)
+
+
+@pytest.mark.parametrize("c", [0.1, 0.5, 3.0])
+def test_at_mu_0_the_relu_ib_step_for_negative_b_is_ebs_on_the_slope(c):
+    steps = ch02.step_length_table(["relu"], b=-1.0, c=c, lrs=LRS, mu=0.0).pivot(index="lr", columns="method",
+                                                                                values="step")
+    np.testing.assert_allclose(steps.ib, steps.eb, rtol=1e-12)
+    np.testing.assert_allclose(steps.ib, LRS, rtol=1e-12)  # grows in proportion to lr, like EB's
+
+
+def test_at_mu_0_the_relu_ib_jump_off_the_flat_is_ebs_full_step():
+    for lr in LRS:
+        eb, ib = land("relu", -1.0, -0.4 * lr, lr=lr)
+        assert eb == pytest.approx(-0.4 * lr) and ib - eb == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("b, c", [(1.0, 0.5), (-1.0, 0.5), (2.0, -1.0)])
+def test_at_mu_0_the_arctan_step_grows_like_the_cube_root_of_lr(b, c):
+    steps = ch02.step_length_table(["arctan"], b=b, c=c, lrs=LRS, mu=0.0)
+    assert ch02.growth_exponent(steps, "arctan", "ib", lr_min=1e4) == pytest.approx(1 / 3, abs=0.01)
+    assert ch02.growth_exponent(steps, "arctan", "eb", lr_min=1e4) == pytest.approx(1.0, abs=1e-9)
+    with_ridge = ch02.step_length_table(["arctan"], b=b, c=c, lrs=LRS, mu=0.1)
+    assert abs(ch02.growth_exponent(with_ridge, "arctan", "ib", lr_min=1e4)) < 0.01
+
+
+def test_the_relu_with_positive_b_stays_bounded_at_mu_0_by_stopping_at_the_hinge():
+    steps = ch02.step_length_table(["relu"], b=1.0, c=0.5, lrs=LRS, mu=0.0)
+    assert np.allclose(steps[(steps.method == "ib") & (steps.lr >= 1)].step, 0.5)
+
+
+# --- the root closest to zero is the paper's choice, not always the minimiser ----------------------
+
+def test_a_brute_force_minimisation_finds_starts_in_the_figures_range_where_the_closest_root_loses():
+    c_values = np.round(np.arange(-1, 3.01, 0.1), 2)  # the arctan figure's slider: eta = 4, b = 1
+    table = ch02.closest_root_table(b=1.0, lr=4.0, c_values=c_values)
+    assert (table.gap >= -1e-9).all()  # the closed form is exact, the grid within (spacing)^2
+    worse = table[table.gap > 1e-3]
+    assert list(worse.c) == [2.8, 2.9, 3.0] and (worse.roots == 3).all()
+    row = worse.iloc[0]
+    assert row.ib_alpha == pytest.approx(0.2, abs=1e-9) and row.best_alpha == pytest.approx(0.8179, abs=1e-4)
+    assert row.ib_value == pytest.approx(1.1871, abs=1e-4) and row.best_value == pytest.approx(0.8973, abs=1e-4)
+    # elsewhere the closest root is the grid's minimiser, to the grid's spacing
+    np.testing.assert_allclose(table[table.gap <= 1e-3].ib_alpha, table[table.gap <= 1e-3].best_alpha, atol=2e-5)
+    with pytest.raises(ValueError, match="must cover"):
+        ch02.closest_root_table(b=2.0, lr=4.0, c_values=[0.0], grid=np.linspace(-1, 1, 11))
+
+
+# --- what IB costs --------------------------------------------------------------------------------
+
+def test_the_flop_bound_gives_section_4_5s_numbers():
+    assert ch02.flop_bound(100, 100, "relu") == pytest.approx(0.04)
+    assert ch02.flop_bound(100, 100, "arctan") == pytest.approx(0.34)  # not "a few percent"
+    assert ch02.flop_bound(1000, 1000, "arctan") == pytest.approx(0.034)
+
+
+def test_table_4s_bounds_are_recomputed_where_the_papers_counting_is_found():
+    bounds = ch02.table4_bounds().set_index("architecture")
+    rnn, classifier, autoencoder = (bounds.loc[n] for n in ("music RNN", "MNIST classifier", "MNIST autoencoder"))
+    assert round(100 * rnn.recount, 2) == 11.33 and round(100 * classifier.recount, 2) == 6.27
+    assert np.isnan(autoencoder.recount)
+    # the book's count (every input of every IB layer, one flop per multiply-add) is another one
+    assert [round(100 * v, 2) for v in bounds.book] == [11.80, 0.91, 8.81]
+    assert not np.isclose(bounds.book, bounds.paper, atol=5e-4).any()
+
+
+# --- the chapter's conclusions --------------------------------------------------------------------
+
+def chapter_tables():
+    """The tables the chapter shows, computed as the chapter computes them; the cost table (a CPU
+    timing) as one measured run of the benchmark, fixed here."""
+    c_values = np.round(np.arange(-2, 2.01, 0.1), 2)
+    relu = {s: pd.concat([ch02.update_table("relu", b=float(s), lr=lr, c_values=c_values).assign(lr=lr)
+                          for lr in [0.25, 0.5, 1.0, 2.0, 4.0]], ignore_index=True) for s in (+1, -1)}
+    closest = ch02.closest_root_table(b=1.0, lr=4.0, c_values=np.round(np.arange(-1, 3.01, 0.1), 2))
+    maps = {n: ch02.alpha_map_table(n, b=1.0, lrs=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
+            for n in ("smoothstep", "arctan", "relu")}
+    lrs = np.logspace(-2, 6, 33)
+    steps = ch02.step_length_table(["relu", "arctan", "smoothstep", "hardtanh"], b=1.0, c=0.5, lrs=lrs, mu=0.1)
+    no_ridge = ch02.no_ridge_step_table(lrs)
+    overhead = pd.DataFrame({"architecture": ["MNIST classifier", "MNIST autoencoder", "RNN"],
+                             "IB/EB": [1.043, 1.164, 1.314], "bound, IB layers": [0.118, 0.00909, 0.0881]})
+    return relu, closest, maps, steps, no_ridge, overhead, ch02.table4_bounds()
+
+
+def test_the_chapters_claims_have_evidence_and_the_expected_verdicts():
+    from ibtools import claims
+
+    found = ch02.claims(*chapter_tables())
+    assert all(c.evidence.strip() for c in found)
+    assert claims.verdicts(found) == {
+        "relu_stops_at_hinge": True, "relu_looks_past_flat": True, "closest_root_is_minimiser": False,
+        "alpha_agrees_at_small_lr": True, "bounded_with_ridge": True, "unbounded_without_ridge": True,
+        "measured_overhead": None, "table4_reproduced": False}
+    text = claims.markdown(found).data
+    assert "c = 2.8" in text and "η^(1/3)" in text and "4.30%" in text and "11.33%" in text
