@@ -299,3 +299,204 @@ regret_autoencoder = _experiment("taylor-autoencoder", "Regret and Taylor optimu
                                  "(Adam, RMSProp, SGD; Figures 4(b)-(c))", autoencoder_configs)
 regret_convnet = _experiment("taylor-convnet", "Regret of the convnet's neurons and layers (Figures 3, 4(a))",
                              convnet_configs)
+
+
+# --- the chapter's conclusions ---------------------------------------------------------------------
+
+# A curve of regret / sqrt(N) "levels off or falls" over the second half of training when its value
+# at the last checkpoint exceeds its value at the first checkpoint at or after half the last round
+# by at most this fraction (of that value's size). A regret growing like N rises by sqrt(2) ~ 1.41
+# over that span, one growing like sqrt(N) not at all.
+FLAT_TOLERANCE = 0.2
+# A cross-entropy Taylor optimum below this fraction of the cumulative loss counts as zero: the
+# stored losses are separable and L-BFGS approaches their infimum, 0 (see ibtools.taylor).
+ZERO_OPTIMUM = 1e-6
+
+
+def regret_growth(table: pd.DataFrame, tolerance: float = FLAT_TOLERANCE) -> pd.DataFrame:
+    """One row per tracked unit of every run of a ``taylor-*`` results table (rows of kind
+    "regret"): ``mid`` and ``last``, regret / sqrt(N) at the first checkpoint at or after half
+    the last round and at the last; ``flattens``, whether ``last <= mid + tolerance * |mid|``;
+    ``relative``, the final regret as a fraction of the final cumulative loss."""
+    keys = ["method", "lr", "scope", "depth", "neuron"]
+    rows = []
+    for key, curve in table[table.kind == "regret"].groupby(keys, dropna=False):
+        curve = curve.sort_values("rounds")
+        rounds = curve.rounds.to_numpy(dtype=float)
+        normalised = curve.regret.to_numpy(dtype=float) / np.sqrt(rounds)
+        i = int(np.searchsorted(rounds, rounds[-1] / 2))
+        mid, last = normalised[i], normalised[-1]
+        rows.append(dict(zip(keys, key), mid=mid, last=last, flattens=bool(last <= mid + tolerance * abs(mid)),
+                         relative=float(curve.regret.iloc[-1] / curve.cum_loss.iloc[-1])))
+    return pd.DataFrame(rows)
+
+
+def zero_optimum(table: pd.DataFrame, threshold: float = ZERO_OPTIMUM) -> pd.DataFrame:
+    """Per run, scope, depth and checkpoint of a ``taylor-*`` results table: ``units`` tracked,
+    ``zero`` how many of them have a Taylor optimum below ``threshold`` times the cumulative loss
+    (their regret is then the cumulative loss itself)."""
+    regret = table[table.kind == "regret"].assign(
+        is_zero=lambda t: t.taylor_opt <= threshold * t.cum_loss)
+    return (regret.groupby(["method", "lr", "scope", "depth", "rounds"], as_index=False)
+            .agg(units=("is_zero", "size"), zero=("is_zero", "sum")))
+
+
+def _final_regret(table: pd.DataFrame, method: str, lr: float | None = None, scope: str = "layer") -> pd.DataFrame:
+    rows = table[(table.kind == "regret") & (table.method == method) & (table.scope == scope)]
+    if lr is not None:
+        rows = rows[np.isclose(rows.lr, lr, rtol=1e-9, atol=0)]
+    return rows[rows.rounds == rows.rounds.max()]
+
+
+NAMES = {"adam": "Adam", "rmsprop": "RMSProp", "sgd": "SGD"}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def claims(convex: pd.DataFrame, autoencoder: pd.DataFrame, convnet: pd.DataFrame) -> list:
+    """The chapter's conclusions (:class:`ibtools.claims.Claim`) from the tables it shows:
+    ``convex`` from :func:`online_regret`, ``autoencoder`` and ``convnet`` the committed
+    ``taylor-autoencoder`` and ``taylor-convnet`` results (one seed each). Cheap: no training."""
+    from ..claims import claim, compare
+
+    found = []
+    seeds = sorted(set(autoencoder.seed) | set(convnet.seed))
+    one_seed = "one seed" if len(seeds) == 1 else f"{len(seeds)} seeds"
+
+    # the convex check
+    share = convex.regret / convex.bound
+    found.append(claim(
+        "convex-under-bound", bool((share <= 1).all()),
+        "On convex losses the recorder's regret stays under Zinkevich's bound (3/2) G D sqrt(N) at every checkpoint.",
+        "On convex losses the recorder's regret exceeds Zinkevich's bound: the recorder or the bound is wrong.",
+        evidence=f"regret / bound at most {share.max():.2f} (at N = {int(convex.rounds[share.idxmax()])}), "
+                 f"{share.iloc[-1]:.3f} at N = {int(convex.rounds.iloc[-1])}; one stream of {int(convex.rounds.iloc[-1])} rounds, "
+                 f"{len(convex)} checkpoints"))
+    growth = regret_growth(convex.assign(kind="regret", method="ogd", lr=0.0, scope="layer", depth=1, neuron=-1))
+    found.append(claim(
+        "convex-flattens", bool(growth.flattens.all()),
+        "Its ratio to sqrt(N) levels off, as the theory says it must.",
+        "Its ratio to sqrt(N) still rises over the second half of the rounds.",
+        evidence=f"regret / sqrt(N) {growth['mid'].iloc[0]:.2f} at N/2, {growth['last'].iloc[0]:.2f} at N"))
+
+    # the autoencoder
+    ae = regret_growth(autoencoder)
+    rising = ae[~ae.flattens]
+    layers = ae[ae.scope == "layer"]
+    runs = autoencoder[["method", "lr"]].drop_duplicates()
+    found.append(claim(
+        "autoencoder-sqrt-n", bool(ae.flattens.all()),
+        "On the autoencoder, regret divided by sqrt(N) levels off or falls over the second half of training for every "
+        "tracked neuron and for the whole layer, for all three optimizers at all three rates.",
+        f"On the autoencoder, regret divided by sqrt(N) levels off or falls over the second half of training for "
+        f"{ae.flattens.sum()} of {len(ae)} tracked neurons and layers, not all: {len(rising)} still rise, though each of "
+        f"their regrets is below {rising.relative.abs().max():.2%} of the cumulative loss.",
+        evidence=f"{len(runs)} runs (3 optimizers x 3 rates), {one_seed} each; a curve flattens when regret/sqrt(N) "
+                 f"grows by at most {FLAT_TOLERANCE:.0%} from N/2 to N = 315; rising: "
+                 f"{_count(int((rising.scope == 'layer').sum()), 'layer')} "
+                 f"({', '.join(f'{r.method} at {r.lr:g}' for r in rising[rising.scope == 'layer'].itertuples()) or 'none'}), "
+                 f"{_count(int((rising.scope == 'neuron').sum()), 'neuron')}",
+        paper="Figure 4(b): the regret of all methods scales as sqrt(N)"))
+    found.append(claim(
+        "autoencoder-regret-small", bool(layers.relative.abs().max() < 0.05),
+        "On the autoencoder the regret is small next to the loss: the Taylor optimum of one layer is barely better than "
+        "what training paid.",
+        "On the autoencoder the regret is not small next to the loss.",
+        evidence=f"final layer-3 regret at most {layers.relative.abs().max():.1%} of the cumulative loss (under 5%) "
+                 f"over the {len(layers)} runs; a neuron's at most {ae[ae.scope == 'neuron'].relative.abs().max():.2%}"))
+    at_rate = {m: _final_regret(autoencoder, m, preset_rate("autoencoder", m)).iloc[0] for m in OPTIMIZERS}
+    cum = {m: at_rate[m].cum_loss for m in OPTIMIZERS}
+    best = min(cum, key=cum.get)
+    found.append(claim(
+        "autoencoder-paths", None,
+        f"The guarantee is path dependent and the paths differ: at 315 rounds {NAMES[best]} has paid the least "
+        "of the three optimizers at their rates.",
+        evidence="cumulative loss " + ", ".join(f"{m} {cum[m]:.1f}" for m in OPTIMIZERS) + f"; {one_seed}"))
+    gap = {m: at_rate[m].regret for m in OPTIMIZERS}
+    adaptive_smaller = [compare([gap[m]], [gap["sgd"]], (m, "sgd")).lower == "a" for m in ("adam", "rmsprop")]
+    found.append(claim(
+        "autoencoder-gap", all(adaptive_smaller),
+        "The gap between the loss paid and the layer's Taylor optimum is smaller for the adaptive optimizers than for SGD.",
+        ("Only Adam's gap between the loss paid and the layer's Taylor optimum is below SGD's; RMSProp's is not."
+         if adaptive_smaller[0] else "The adaptive optimizers' gap to the layer's Taylor optimum is not below SGD's."),
+        evidence="layer-3 regret at 315 rounds, each at its rate: " + ", ".join(f"{m} {gap[m]:.3f}" for m in OPTIMIZERS)
+                 + f"; {one_seed}, so no spread to compare with",
+        paper="Figure 4(c): the gap is smaller for the adaptive optimizers"))
+    found.append(claim(
+        "autoencoder-negative-regret", bool(gap["adam"] < 0),
+        "Adam's layer-3 regret is negative at the end: the learner moves, the comparator is one fixed V.",
+        "Adam's layer-3 regret stays positive.",
+        evidence=f"{gap['adam']:.3f} at 315 rounds; {one_seed}"))
+
+    # the convnet
+    zero = zero_optimum(convnet)
+    whole = zero[zero.scope == "layer"]
+    spans = []
+    for method, rows in whole.groupby("method"):
+        hit = rows[rows.zero == rows.units]
+        checkpoints = len(rows)
+        last = int(hit.rounds.max()) if len(hit) else 0
+        spans.append((method, len(hit), checkpoints, last))
+    examples = int(convnet.examples.dropna().iloc[0]) if "examples" in convnet and convnet.examples.notna().any() else None
+    longest = max(s[3] for s in spans)
+    found.append(claim(
+        "convnet-zero-optimum", longest > 0,
+        "On the convnet the whole first convolution's Taylor optimum is zero at the first checkpoints: the few examples "
+        "recorded per round are separable by its Taylor losses, so there the 'regret' is the cumulative loss itself, "
+        "and its early rise says nothing about the optimizer.",
+        "The whole first convolution's Taylor optimum is above zero from the first checkpoint.",
+        evidence="zero at " + ", ".join(f"{m} {k} of {c} checkpoints (to round {r}, {r * (examples or 1)} examples)"
+                                         for m, k, c, r in spans)
+                 + f"; {examples} recorded examples a round of the batch of 128; {one_seed}",
+        paper="rounds of 128 CIFAR-10 images, 64 filters"))
+    neurons = zero[(zero.scope == "neuron") & (zero.rounds <= longest)]
+    by_depth = neurons.groupby("depth")[["zero", "units"]].sum()
+    most = int(by_depth.zero.idxmax())
+    found.append(claim(
+        "convnet-zero-neurons", None,
+        f"Up to round {longest} single neurons' Taylor optima are often zero too, most often in convolution {most}.",
+        evidence="zero optimum among neuron checkpoints up to that round, all optimizers: " + ", ".join(
+            f"convolution {int(d)} {int(r.zero)} of {int(r.units)}" for d, r in by_depth.iterrows())))
+    cv = regret_growth(convnet)
+    found.append(claim(
+        "convnet-sqrt-n", bool(cv.flattens.all()),
+        "Past that phase, regret divided by sqrt(N) levels off or falls for every tracked neuron and the whole first "
+        "convolution, for all three optimizers.",
+        f"Regret divided by sqrt(N) still rises over the second half for {int((~cv.flattens).sum())} of {len(cv)} "
+        "tracked neurons and layers of the convnet.",
+        evidence=f"{len(cv)} curves (3 optimizers x (9 neurons + 1 layer)), {one_seed}; growth of regret/sqrt(N) from "
+                 f"N/2 to N = 160 at most {(cv['last'] / cv['mid']).max():.2f}x",
+        paper="Figures 3(a) and 4(a): regret scales as sqrt(N)"))
+    dominant = []
+    for method in OPTIMIZERS:
+        layer = _final_regret(convnet, method).regret.iloc[0]
+        first = _final_regret(convnet, method, scope="neuron")
+        first = first[first.depth == 1].regret
+        dominant.append((method, layer, first.max(), bool(layer > first.max())))
+    found.append(claim(
+        "convnet-layer-regret", all(d[3] for d in dominant),
+        "The regret of the whole first convolution is larger than any of its neurons': a fixed V of all its weights fits "
+        "the few recorded Taylor losses far better than the moving network did.",
+        "The regret of the whole first convolution is not always larger than its neurons'.",
+        evidence="at 160 rounds, layer vs largest tracked neuron: " + ", ".join(f"{m} {a:.0f} vs {b:.1f}" for m, a, b, _ in dominant)
+                 + f"; {one_seed}"))
+    acc = {m: claims_per_seed(convnet, "test_acc", m) for m in OPTIMIZERS}
+    top = max(acc, key=lambda m: acc[m].mean())
+    others = [compare(acc[m], acc[top], (m, top)).lower == "a" for m in OPTIMIZERS if m != top]
+    found.append(claim(
+        "convnet-accuracy", all(others),
+        f"After 5 epochs on digits {NAMES[top]} has the highest test accuracy.",
+        "After 5 epochs on digits no optimizer's test accuracy is clearly ahead.",
+        evidence="test accuracy " + ", ".join(f"{m} {acc[m].mean():.3f}" for m in OPTIMIZERS)
+                 + f"; {one_seed}, 1,000 test digits",
+        paper="CIFAR-10 after full training: all three reach >= 99% training accuracy"))
+    return found
+
+
+def claims_per_seed(table: pd.DataFrame, metric: str, method: str):
+    """The final ``metric`` of each seed of ``method`` (rows of kind "epoch")."""
+    from ..claims import per_seed
+
+    return per_seed(table[table.kind == "epoch"], metric, method=method)
