@@ -88,3 +88,49 @@ def test_the_committed_exploration_runs_are_reproduced_by_rerunning_one():
     stored = table[table.method == "rmsprop"]
     for kind in ("hamming", "switches", "volume"):
         np.testing.assert_allclose(fresh[fresh.kind == kind].value, stored[stored.kind == kind].value, rtol=1e-4)
+
+
+# --- the chapter's conclusions, computed from the data it shows --------------------------------------
+
+def pieces_table() -> pd.DataFrame:
+    """The chapter's table of linear pieces (its Figure 1 cell)."""
+    import torch
+
+    from ibtools import configurations
+
+    xs = torch.linspace(-3, 3, 2001, dtype=torch.float64)
+    return pd.DataFrame([dict(width=w, depth=d, pieces=configurations.count_linear_pieces(
+        configurations.piecewise_linear_network([w] * d, seed=1, dtype=torch.float64), xs))
+        for w in (4, 8, 16) for d in (1, 2, 3, 4, 6, 8)])
+
+
+def test_the_exploration_summary_reads_each_run_s_three_measures():
+    from ibtools.experiments import load_results
+
+    table, _ = load_results("explore-autoencoder", "reduced")
+    summary = ch06.exploration_summary(table, "autoencoder").set_index("run")
+    assert set(summary.index) == {"adam", "rmsprop", "sgd", "sgd/10"}
+    sgd = table[(table.method == "sgd") & (table.lr == 30.0)]
+    assert summary.loc["sgd", "novelty"] == pytest.approx(sgd[sgd.kind == "hamming"].fraction.mean())
+    volume = sgd[sgd.kind == "volume"].sort_values("rank")
+    near = volume.iloc[(volume["rank"] - 0.5).abs().argsort()[:2]].value  # the two ranks either side of the median
+    assert near.min() <= summary.loc["sgd", "volume"] <= near.max()
+
+
+def test_the_chapter_s_claims_have_evidence_and_the_verdicts_of_the_committed_runs():
+    from ibtools import claims
+    from ibtools.experiments import load_results
+
+    runs = {task: load_results(f"explore-{task}", "reduced")[0] for task in ("convnet", "autoencoder")}
+    found = ch06.claims(pieces_table(), runs)
+    assert all(c.evidence.strip() and c.text for c in found)
+    assert claims.verdicts(found) == {
+        "pieces-width": True, "pieces-depth": True,
+        "tuned-sgd-explores-most": True,
+        "tenth-sgd-explores-least": False,  # Adam's median unit covers less volume on the autoencoder
+        "convnet-tenth-stalls": True,
+        "hypothesis-1-tuned": False,  # against the paper: tuned SGD explores more than RMSProp
+        "hypothesis-1-tenth": True,
+        "adam-targeted": False,  # Adam explores as much as RMSProp or more
+        "exploration-not-loss": True}
+    assert all("one seed" in c.evidence for c in found if not c.name.startswith("pieces"))

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..configurations import ConfigurationRecorder, log_singular_volume, min_hamming_to_previous, switches_per_point
@@ -163,3 +164,155 @@ exploration_autoencoder = _experiment("explore-autoencoder", "Activation configu
                                       "and SGD: MNIST autoencoder (Figure 5, bottom)", autoencoder_configs)
 exploration_convnet = _experiment("explore-convnet", "Activation configurations explored by RMSProp, Adam and SGD: "
                                   "convnet (Figure 5, top)", convnet_configs)
+
+
+# --- the chapter's conclusions ---------------------------------------------------------------------
+
+NAMES = {"adam": "Adam", "rmsprop": "RMSProp", "sgd": "SGD"}
+
+
+def exploration_summary(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One row per run (method, learning rate, seed) of an ``explore-*`` results table: its
+    ``novelty`` (the mean over epochs of the Hamming fraction), ``switches`` (the mean of the
+    sorted switches curve over its ranks, about the mean over data points), ``volume`` (the
+    median unit's log-volume, the sorted curve at rank 1/2), the final ``train_loss``, and
+    ``run``: "adam", "rmsprop", or "sgd" with the factor of chapter 5's tuned rate
+    ("sgd", "sgd/10")."""
+    rows = []
+    for (method, lr, seed), run_rows in table.groupby(["method", "lr", "seed"]):
+        hamming = run_rows[run_rows.kind == "hamming"]
+        switches = run_rows[run_rows.kind == "switches"]
+        volume = run_rows[run_rows.kind == "volume"].sort_values("rank")
+        epochs = run_rows[run_rows.kind == "epoch"].sort_values("step")
+        factor = lr / preset_rate(task, method)
+        name = method if np.isclose(factor, 1.0) else f"{method}/{1 / factor:.3g}" if factor < 1 else f"{method}x{factor:.3g}"
+        rows.append(dict(run=name, method=method, lr=lr, seed=seed, novelty=float(hamming.fraction.mean()),
+                         switches=float(switches.value.mean()),
+                         volume=float(np.interp(0.5, volume["rank"], volume.value)),
+                         train_loss=float(epochs.train_loss.iloc[-1])))
+    return pd.DataFrame(rows)
+
+
+def _describe(summary: pd.DataFrame, run: str, measure: str) -> str:
+    values = summary[summary.run == run][measure]
+    return f"{values.mean():.3g}" if len(values) == 1 else f"{values.mean():.3g} ({len(values)} seeds)"
+
+
+def _above(summary: pd.DataFrame, a: str, b: str, measure: str) -> bool:
+    """Every seed of run ``a`` above every seed of run ``b`` on ``measure`` (ibtools.claims.compare)."""
+    from ..claims import compare
+
+    return compare(summary[summary.run == b][measure], summary[summary.run == a][measure]).lower == "a"
+
+
+def claims(pieces: pd.DataFrame, runs: dict) -> list:
+    """The chapter's conclusions (:class:`ibtools.claims.Claim`) from the tables it shows:
+    ``pieces`` (columns width, depth, pieces: the linear pieces of random networks on an
+    interval) and ``runs`` ({"convnet": table, "autoencoder": table}, the committed
+    ``explore-*`` results). Cheap: no training."""
+    from ..claims import claim
+
+    found = []
+    grid = pieces.pivot(index="depth", columns="width", values="pieces").sort_index().sort_index(axis=1)
+    widens = bool((np.diff(grid.to_numpy(), axis=1) > 0).all())
+    found.append(claim(
+        "pieces-width", widens,
+        "At every depth, a wider random rectifier network has more linear pieces on the interval.",
+        "A wider random rectifier network does not always have more linear pieces on the interval.",
+        evidence="pieces by width at each depth: " + "; ".join(
+            f"{d} layers " + ", ".join(str(int(v)) for v in grid.loc[d]) for d in grid.index)
+                 + f" (widths {', '.join(str(w) for w in grid.columns)}; one network each, seed 1)"))
+    deepest, before = grid.index[-1], grid.index[-2]
+    saturates = bool((np.diff(grid.to_numpy(), axis=0) >= 0).all() and (grid.loc[deepest] == grid.loc[before]).all())
+    found.append(claim(
+        "pieces-depth", saturates,
+        f"More layers add pieces up to a point, then nothing: from {before} to {deepest} layers the count is unchanged "
+        "at every width (at PyTorch's default initialisation the deeper units stop switching inside the interval).",
+        "The count of pieces does not level off with depth in the table.",
+        evidence="pieces at " + ", ".join(f"width {w}: {int(grid.loc[before, w])} and {int(grid.loc[deepest, w])}"
+                                          for w in grid.columns) + f" ({before} and {deepest} layers)"))
+
+    summaries = {task: exploration_summary(table, task) for task, table in runs.items()}
+    measures = ("novelty", "switches", "volume")
+    seeds = sorted({int(s) for t in runs.values() for s in t.seed.unique()})
+    one_seed = "one seed" if len(seeds) == 1 else f"{len(seeds)} seeds"
+
+    def everywhere(a: str, b: str) -> dict:
+        return {(task, m): _above(s, a, b, m) for task, s in summaries.items() for m in measures}
+
+    def listing(runs_named) -> str:
+        return "; ".join(f"{task}: " + ", ".join(
+            f"{m} " + "/".join(_describe(s, r, m) for r in runs_named) for m in measures)
+            for task, s in summaries.items())
+
+    order = ("sgd", "rmsprop", "adam", "sgd/10")
+    evidence = (f"{' / '.join(order)}: " + listing(order) + f"; {one_seed} each; novelty: mean Hamming fraction over "
+                "epochs, switches: mean over digits, volume: the median unit's log-volume")
+    most = {k: all(_above(summaries[k[0]], "sgd", other, k[1]) for other in order[1:]) for k in everywhere("sgd", "adam")}
+    found.append(claim(
+        "tuned-sgd-explores-most", all(most.values()),
+        "SGD at its tuned rate explores the most, on all three measures and on both networks.",
+        "SGD at its tuned rate explores the most on " + ", ".join(f"{t} {m}" for (t, m), v in most.items() if v)
+        + ", not on " + ", ".join(f"{t} {m}" for (t, m), v in most.items() if not v) + ".",
+        evidence=evidence, paper="Figure 5: SGD at every rate explores less than RMSProp"))
+    least = {k: all(_above(summaries[k[0]], other, "sgd/10", k[1]) for other in order[:3]) for k in most}
+    found.append(claim(
+        "tenth-sgd-explores-least", all(least.values()),
+        "SGD at a tenth of that rate explores the least, on all three measures and on both networks.",
+        "SGD at a tenth of its tuned rate explores the least on " + ", ".join(f"{t} {m}" for (t, m), v in least.items() if v)
+        + ", but not on " + ", ".join(f"{t} {m}" for (t, m), v in least.items() if not v) + ".",
+        evidence=evidence))
+    slow = runs["convnet"] if "convnet" in runs else None
+    if slow is not None:
+        tenth = summaries["convnet"][summaries["convnet"].run == "sgd/10"]
+        epochs = slow[(slow.kind == "epoch") & np.isclose(slow.lr, tenth.lr.iloc[0], rtol=1e-9, atol=0)]
+        start, end = epochs.sort_values("step").train_loss.iloc[[0, -1]]
+        found.append(claim(
+            "convnet-tenth-stalls", bool(end > 0.9 * start),
+            "On the convnet, SGD at a tenth of its rate has hardly begun to train after 5 epochs: its low exploration "
+            "there is that of a network that barely moves.",
+            "On the convnet, SGD at a tenth of its rate trains within the 5 epochs.",
+            evidence=f"training loss {start:.3f} at the start, {end:.3f} after 5 epochs (lr {tenth.lr.iloc[0]:g}); {one_seed}"))
+    versus_tuned = everywhere("rmsprop", "sgd")
+    found.append(claim(
+        "hypothesis-1-tuned", all(versus_tuned.values()),
+        "Hypothesis 1 holds against SGD at its tuned rate: RMSProp explores more on every measure of both networks.",
+        ("Hypothesis 1 does not hold against SGD at its tuned rate: RMSProp explores less on every measure of both networks."
+         if not any(versus_tuned.values()) else
+         "Hypothesis 1 holds against SGD at its tuned rate only on " + ", ".join(
+             f"{t} {m}" for (t, m), v in versus_tuned.items() if v) + "."),
+        evidence="RMSProp / SGD at its tuned rate: " + listing(("rmsprop", "sgd")) + f"; {one_seed}",
+        paper="RMSProp explores far more than SGD on both tasks and all three measures, the tuned rate included"))
+    versus_tenth = everywhere("rmsprop", "sgd/10")
+    found.append(claim(
+        "hypothesis-1-tenth", all(versus_tenth.values()),
+        "Against SGD at a tenth of its tuned rate Hypothesis 1 holds: RMSProp explores more on every measure of both "
+        "networks.",
+        "Against SGD at a tenth of its tuned rate RMSProp does not explore more on " + ", ".join(
+            f"{t} {m}" for (t, m), v in versus_tenth.items() if not v) + ".",
+        evidence="RMSProp / SGD at a tenth: " + listing(("rmsprop", "sgd/10")) + f"; {one_seed}",
+        paper="RMSProp explores far more than SGD at several rates"))
+    adam_less = {(t, m): _above(summaries[t], "rmsprop", "adam", m) for t in summaries for m in ("novelty", "switches")}
+    found.append(claim(
+        "adam-targeted", all(adam_less.values()),
+        "Adam explores less than RMSProp by the Hamming distance and the switches, on both networks.",
+        "Adam does not explore less than RMSProp by the Hamming distance and the switches: it explores as much or more on "
+        + ", ".join(f"{t} {m}" for (t, m), v in adam_less.items() if not v) + ".",
+        evidence="Adam / RMSProp: " + "; ".join(
+            f"{t}: " + ", ".join(f"{m} {_describe(s, 'adam', m)}/{_describe(s, 'rmsprop', m)}" for m in ("novelty", "switches"))
+            for t, s in summaries.items()) + f"; {one_seed}, so no spread to tell a small difference by",
+        paper="Adam explores substantially less than RMSProp (Hamming distance, switches), still more than SGD"))
+    loss = []
+    for task, s in summaries.items():
+        explorer = s.groupby("run").novelty.mean().idxmax()
+        lowest = s.groupby("run").train_loss.mean().idxmin()
+        loss.append((task, explorer, lowest, s[s.run == explorer].train_loss.mean(), s[s.run == lowest].train_loss.mean()))
+    found.append(claim(
+        "exploration-not-loss", all(e != low for _, e, low, _, _ in loss),
+        "Exploring the most is not training the best: on neither network does the run with the most novel "
+        "configurations reach the lowest training loss.",
+        "On at least one network the run that explores the most also reaches the lowest training loss.",
+        evidence="; ".join(f"{t}: most novel {e} ({le:.3g}), lowest loss {low} ({ll:.3g})" for t, e, low, le, ll in loss)
+                 + f"; {one_seed}",
+        paper="Adam performs targeted exploration and reaches the best loss on the autoencoder"))
+    return found
