@@ -14,13 +14,22 @@ One epoch is therefore the affine map VS (21)
 
     x <- K_N(t) x + t c(t),   K_N(t) = P_N(t) ... P_1(t),   c(t) = sum_j b_j P_N(t) ... P_{j+1}(t) a_j,
 
-and IGD converges from every start exactly when the spectral radius rho(K_N(t)) < 1, to the
-fixed point x(t) = t (I - K_N(t))^{-1} c(t). Under the (conjectured) matrix AM-GM inequality the
-paper derives the step bound t < 2N / rho(mu D + A^T A) (:func:`step_bound`), offered as
-sufficient; :func:`spectral_radius` computes rho(K_N(t)) exactly, so the two can be compared.
-The bound is not sufficient in general: the conjecture concerns positive semi-definite
-factors, and P_i(t) is not one once t |a_i|^2 > 1. For A = diag(s) with N = d, IGD diverges
-from t = 2 / max s^2, N times below the bound. The
+with the product of the components visited *after* j applied to b_j a_j. (VS (21c) prints
+c(t) = sum_j b_j K_{j-1}(t) a_j, the product of those visited *before* j, which is not one epoch
+of IGD: the two agree for N = 1 and to first order in t, and differ in general.)
+
+The spectral radius decides convergence as VS appendix A.2 (example 2) states it: rho(K_N(t)) < 1
+is sufficient (IGD converges from every start, at the linear rate rho, to the fixed point
+x(t) = t (I - K_N(t))^{-1} c(t)) and rho(K_N(t)) <= 1 is necessary. At rho = 1 IGD may still
+converge: unregularised least squares with fewer equations than unknowns has rho = 1 (every null
+vector of A is left fixed), and IGD converges to a limit that keeps its start's null-space part.
+Under the (conjectured) matrix AM-GM inequality the paper derives the step bound
+t < 2N / rho(mu D + A^T A) (:func:`step_bound`), offered as sufficient; :func:`spectral_radius`
+computes rho(K_N(t)) exactly, so the two can be compared. The bound is not sufficient in general:
+the conjecture concerns positive semi-definite factors, and P_i(t) is not one once
+t |a_i|^2 > 1. The paper's own example 1 (f(x) = sum x_i^2, A = sqrt(2) I) has
+rho(K_N(t)) = |1 - 2t|, so IGD diverges from t = 1, while the bound is t < N; more generally, for
+A = diag(s) with N = d, IGD diverges from t = 2 / max s^2, N times below the bound. The
 minimiser x* = (A^T A + mu D)^{-1} A^T b is x(t) for every t only under interpolation (every
 component minimised at x*, Theorem 1): otherwise x(t) -> x* as t -> 0.
 
@@ -97,7 +106,8 @@ def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Ten
 
 def spectral_radius(A, D, mu: float, t) -> torch.Tensor:
     """rho(K_N(t)), the largest modulus of an eigenvalue of the epoch map: IGD with step t
-    converges from every start iff it is < 1, at the linear rate it gives. ``D`` None is the
+    converges from every start, at the linear rate it gives, if it is < 1, and cannot converge
+    from every start if it is > 1; at exactly 1 it may converge or not (module docstring). ``D`` None is the
     identity; ``t`` one step or a 1-D tensor of them. The arguments come in the order of
     :func:`step_bound`'s, with the step last."""
     A = torch.as_tensor(A)
@@ -107,8 +117,10 @@ def spectral_radius(A, D, mu: float, t) -> torch.Tensor:
 
 
 def step_bound(A, D=None, mu: float = 0.0) -> float:
-    """The paper's sufficient bound on the step, 2N / rho(mu D + A^T A) (appendix A.2, example
-    3; it rests on the matrix AM-GM conjecture and on the P_i commuting)."""
+    """The paper's bound on the step, 2N / rho(mu D + A^T A) (VS (7.2); appendix A.2, example 3),
+    offered there as sufficient; it rests on the matrix AM-GM conjecture and on the P_i commuting,
+    and is not sufficient in general (module docstring: the paper's example 1 converges only for
+    t < 1, the bound gives N)."""
     A, D = _check(A, D, mu)
     return float(2 * A.shape[0] / torch.linalg.eigvalsh(mu * D + A.T @ A).abs().max())
 
@@ -122,7 +134,10 @@ def minimiser(A, b, D=None, mu: float = 0.0) -> torch.Tensor:
 
 
 def fixed_point(A, b, t, D=None, mu: float = 0.0) -> torch.Tensor:
-    """x(t) = t (I - K_N(t))^{-1} c(t), where IGD with step t ends up (if rho(K_N(t)) < 1)."""
+    """x(t) = t (I - K_N(t))^{-1} c(t), where IGD with step t ends up from every start if
+    rho(K_N(t)) < 1. Raises torch's error where I - K_N(t) is singular (an eigenvalue 1, as for
+    unregularised least squares with fewer equations than unknowns: the limit then depends on
+    the start; use :func:`iterate`)."""
     K, c, steps, scalar = _epoch_maps(A, b, t, D, mu)
     eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
     x = torch.linalg.solve(eye - K, steps[:, None] * c)

@@ -132,3 +132,32 @@ def test_bad_input_names_the_fix():
         igd.epoch_map(A, b[:-1], 0.1)
     with pytest.raises(ValueError, match="mu"):
         igd.step_bound(A, D, -1.0)
+
+
+def test_rho_one_is_not_divergence_unregularised_example_2_converges_and_keeps_its_start_in_the_null_space():
+    """VS appendix A.2, example 2: rho(K_N(t)) < 1 is sufficient and rho <= 1 necessary; at rho = 1
+    IGD on 3 equations in 6 unknowns still converges, to a limit that depends on the start."""
+    g = torch.Generator().manual_seed(0)
+    A, b = torch.randn(3, 6, generator=g), torch.randn(3, generator=g)
+    t = 0.1
+    assert float(igd.spectral_radius(A, None, 0.0, t)) == pytest.approx(1.0, abs=1e-12)
+    null = torch.linalg.svd(A, full_matrices=True).Vh[3:]
+    limits = []
+    for x0 in (torch.zeros(6), torch.ones(6)):
+        path = igd.iterate(A, b, t, 2000, x0=x0)
+        assert float((path[-1] - path[-2]).norm()) < 1e-12  # converged
+        torch.testing.assert_close(A @ path[-1], b)  # to a solution
+        torch.testing.assert_close(null @ path[-1], null @ x0)  # that keeps the start's null-space part
+        limits.append(path[-1])
+    assert float((limits[0] - limits[1]).norm()) > 1  # a different limit for each start
+    assert float(igd.spectral_radius(A, None, 0.0, 0.5)) > 1
+    assert not torch.isfinite(igd.iterate(A, b, 0.5, 2000)[-1]).all()  # rho > 1: diverges
+
+
+@pytest.mark.parametrize("N", [2, 5, 10])
+def test_the_paper_s_own_example_1_shows_its_step_bound_is_not_sufficient(N):
+    """f(x) = sum x_i^2 (A = sqrt(2) I): (7.2) allows t < N, IGD diverges from t = 1."""
+    A = 2 ** 0.5 * torch.eye(N)
+    assert igd.step_bound(A) == pytest.approx(N)
+    steps = torch.linspace(1.01, 0.99 * N, 20)
+    assert (igd.spectral_radius(A, None, 0.0, steps) > 1).all()
