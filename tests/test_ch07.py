@@ -122,3 +122,77 @@ def test_the_full_preset_trains_resnet56_with_crops_and_flips_at_full_size(monke
     table = pd.DataFrame(ch07.run(dataclasses.replace(config, epochs=1)))
     steps = table[table.kind == "step"]
     assert len(steps) == 1 and np.isfinite(steps.loss).all()
+
+
+def test_vs_21c_as_printed_is_not_one_epoch_of_igd_and_ours_is():
+    g = torch.Generator().manual_seed(0)
+    A, b = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
+    D = torch.diag(torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+    t, mu = 0.2, 0.5
+    epoch = ch07.igd_epoch(A, b, t, D, mu)
+    torch.testing.assert_close(epoch, t * igd.epoch_map(A, b, t, D, mu)[1])
+    assert float((epoch - t * ch07.offset_as_printed(A, b, t, D, mu)).norm()) > 1e-2
+    torch.testing.assert_close(ch07.offset_as_printed(A[:1], b[:1], t, D, mu),
+                               igd.epoch_map(A[:1], b[:1], t, D, mu)[1])  # N = 1: the two agree
+    table = ch07.offset_check(ch07.OFFSET_STEPS)
+    assert (table.ours < 1e-12 * table["size"]).all() and (table.printed > 1e-2 * table["size"]).all()
+
+
+def test_on_a_fine_grid_a_larger_step_contracts_faster_only_up_to_t_about_one():
+    radius = ch07.figure2_radius(ch07.FINE_STEPS)
+    stable = radius[radius.rho < 1]
+    best = radius.loc[radius.rho.idxmin()]
+    assert 0.9 < best.t < 1.1 and best.rho < 0.05
+    assert (np.diff(stable[stable.t <= best.t].rho) < 0).all()
+    assert (np.diff(stable[stable.t >= best.t].rho) > 0).all()
+    assert 1.85 < stable.t.max() < 1.95 < radius.bound.iloc[0]
+
+
+def test_the_standard_error_of_a_test_error_on_1000_digits():
+    assert ch07.standard_error(0.045, 1000) == pytest.approx((0.045 * 0.955 / 1000) ** 0.5)
+    assert data.load("mnist-5k").x_test.shape[0] == 1000
+
+
+def chapter_claims():
+    """The chapter's claims from the data it shows: its grids, the paper's examples and the committed SGDL runs."""
+    from ibtools.experiments import load_results
+
+    _, _, fits = ch07.figure2_tables(ch07.FIGURE2_STEPS, mu=1.0, epochs=60)
+    runs, _ = load_results("sgdl", "reduced")
+    return ch07.claims(ch07.figure2_radius(ch07.FINE_STEPS), fits, ch07.paper_examples(),
+                       ch07.offset_check(ch07.OFFSET_STEPS), runs)
+
+
+def test_the_chapter_s_claims_have_evidence_and_the_verdicts_its_prose_expects():
+    from ibtools import claims
+
+    found = chapter_claims()
+    assert all(c.evidence.strip() for c in found)
+    assert claims.verdicts(found) == {
+        "convergent steps": None,
+        "larger step, smaller rho": False,
+        "bound (7.2) on Figure 2": True,
+        "bound (7.2) on example 1": True,
+        "convergence at rho = 1": True,
+        "c(t) of (21c)": True,
+        "x(t) within the noise": True,
+        "gap grows with t": True,
+        "SGDL level with SGDM and AdaDelta": True,
+        "SGDL ahead of SGD at 0.1 and Adam": True,
+        "SGD's best rate": None,
+        "SGDL before and after the decay": None,
+    }
+    by_name = {c.name: c for c in found}
+    assert "one seed" in by_name["SGDL level with SGDM and AdaDelta"].evidence
+    assert "one draw of the data" in by_name["convergent steps"].evidence
+
+
+def test_sgdl_s_four_results_differ_by_less_than_one_standard_error_of_1000_test_digits():
+    from ibtools.experiments import load_results
+
+    runs, _ = load_results("sgdl", "reduced")
+    final = runs[runs.kind == "epoch"].sort_values("epoch").groupby(["method", "lr"]).tail(1).set_index(
+        ["method", "lr"]).test_error
+    four = [final.loc[("sgdl", 1.0)], final.loc[("sgdm", 0.1)], final.loc[("adadelta", 1.0)], final.loc[("sgd", 1.0)]]
+    p = float(np.mean(four))
+    assert max(four) - min(four) < (p * (1 - p) / 1000) ** 0.5
