@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ibtools import data
+from ibtools import claims, data
 from ibtools.experiments import RESULTS_DIR, ch03_ib_vs_eb as ch03, get, load_results
 
 
@@ -155,3 +155,95 @@ def test_the_committed_reduced_results_are_reproduced_by_rerunning_some_of_their
             config = ch03.IBRunConfig(task=row["task"], dataset=row["dataset"], method=row["method"],
                                       lr=float(row["lr"]), seed=int(row["seed"]), clip=float(row["clip"]))
             assert final_train_loss(ch03.run(config)) == pytest.approx(row["train_loss"], rel=1e-3), (name, config)
+
+
+# --- the chapter's claims, from the data it shows ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chapter_claims():
+    torch.set_num_threads(1)
+    tables = {name: load_results(name, "reduced")[0] for name in ("ib-mnist", "ib-autoencoder", "ib-music", "ib-clipping")}
+    uci = ch03.uci.sweep("reduced", progress=False)
+    overhead = pd.DataFrame({"architecture": ["MNIST classifier", "MNIST autoencoder", "music RNN"],
+                             "IB/EB": [1.1, 1.05, 1.3], "bound, IB layers": [0.06, 0.006, 0.11]})
+    found = ch03.claims(tables["ib-mnist"], tables["ib-autoencoder"], tables["ib-music"], tables["ib-clipping"],
+                        uci, overhead)
+    return {c.name: c for c in found}
+
+
+EXPECTED_VERDICTS = {
+    "small rates agree": True,
+    "mnist-classifier: EB's U-shape": True,
+    "mnist-classifier: divergence ratio": True,
+    "mnist-classifier: IB lower past EB's best": False,
+    "mnist-autoencoder: EB's U-shape": False,
+    "mnist-autoencoder: divergence ratio": False,
+    "mnist-autoencoder: IB lower past EB's best": False,
+    "music: EB's U-shape": True,
+    "music: divergence ratio": False,
+    "music: IB lower past EB's best": False,
+    "exact ISGD": True,
+    "clipped classifier": False,
+    "clipped autoencoder": True,
+    "clipped chorales train": True,
+    "unclipped IB vs clipped EB": False,
+    "UCI small rates": True,
+    "UCI large rates": True,
+    "UCI test accuracy": None,
+    "cost": None,
+}
+
+
+def test_the_chapters_claims_have_the_verdicts_of_the_committed_results(chapter_claims):
+    assert claims.verdicts(list(chapter_claims.values())) == EXPECTED_VERDICTS
+
+
+def test_every_claim_from_runs_names_its_seeds_and_the_papers_finding(chapter_claims):
+    for name, found in chapter_claims.items():
+        assert found.evidence.strip() and found.paper, name
+        if name != "cost":
+            assert "seed" in found.evidence, (name, found.evidence)
+
+
+def test_the_classifiers_divergence_ratio_is_said_to_rest_on_one_grid_point_with_ibs_spread(chapter_claims):
+    found = chapter_claims["mnist-classifier: divergence ratio"]
+    assert "single grid point η = 1" in found.text
+    assert "rests on 1 grid point" in found.evidence and "3 seeds, 0.407 to 2.31" in found.evidence
+
+
+def test_the_chorales_advantage_of_ib_is_not_claimed_inside_the_seeds_spread(chapter_claims):
+    found = chapter_claims["music: IB lower past EB's best"]
+    assert "2 seeds" in found.evidence and "overlap at η = 0.0646, 0.139, 0.3" in found.text
+    # at the top rate IB's spread over its two seeds is the larger one
+    assert "IB 201 ± 149" in found.evidence and "EB 213 ± 73.1" in found.evidence
+
+
+def test_clipped_eb_beats_unclipped_ib_on_the_chorales_at_the_high_rates(chapter_claims):
+    found = chapter_claims["unclipped IB vs clipped EB"]
+    assert found.text.startswith("Against the paper's finding") and "η = 0.0646, 0.139, 0.3" in found.text
+    assert "clipped EB 1 seed" in found.evidence and "one seed" in found.evidence
+
+
+def test_exact_isgd_is_said_to_rest_on_one_seed(chapter_claims):
+    found = chapter_claims["exact ISGD"]
+    assert "one seed" in found.text and "1 seed against 3" in found.evidence
+
+
+def test_the_autoencoders_threshold_is_said_to_come_from_slow_learning(chapter_claims):
+    found = chapter_claims["mnist-autoencoder: EB's U-shape"]
+    assert "slow learning at η = 0.1" in found.text and "1 of 3 seeds diverged" in found.evidence
+
+
+def test_the_protocol_states_the_seeds_and_grids_the_chapter_describes():
+    reduced, full = ch03.protocol("reduced"), ch03.protocol("full")
+    seeds = {(r.experiment, r.task, r.method): r.seeds for r in reduced.itertuples()}
+    assert seeds[("ib-mnist", "mnist-classifier", "eb, ib")] == seeds[("ib-autoencoder", "mnist-autoencoder", "eb, ib")] == 3
+    assert seeds[("ib-music", "music", "eb, ib")] == seeds[("ib-clipping", "mnist-classifier", "eb, ib")] == 2
+    assert seeds[("ib-mnist", "mnist-classifier", "exact-isgd")] == seeds[("ib-clipping", "music", "eb, ib")] == 1
+    assert (full["seeds"] == full["paper_seeds"]).all()
+    # the full grids are fixed: twice the reduced grids' density over a wider range around them, not an EB sweep's choice
+    for task in ("mnist-classifier", "mnist-autoencoder", "music"):
+        r = reduced[(reduced["task"] == task) & (reduced["clip"] == 0)].iloc[0]
+        f = full[(full["task"] == task) & (full["clip"] == 0)].iloc[0]
+        assert (r.per_decade, f.per_decade) == (3.0, 6.0)
+        assert f.lowest_lr < r.lowest_lr and f.highest_lr > r.highest_lr
