@@ -377,7 +377,7 @@ def claims(convex: pd.DataFrame, autoencoder: pd.DataFrame, convnet: pd.DataFram
     growth = regret_growth(convex.assign(kind="regret", method="ogd", lr=0.0, scope="layer", depth=1, neuron=-1))
     found.append(claim(
         "convex-flattens", bool(growth.flattens.all()),
-        "Its ratio to sqrt(N) levels off, as the theory says it must.",
+        "Its ratio to sqrt(N) levels off (the theory bounds it).",
         "Its ratio to sqrt(N) still rises over the second half of the rounds.",
         evidence=f"regret / sqrt(N) {growth['mid'].iloc[0]:.2f} at N/2, {growth['last'].iloc[0]:.2f} at N"))
 

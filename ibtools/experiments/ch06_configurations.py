@@ -220,14 +220,14 @@ def claims(pieces: pd.DataFrame, runs: dict) -> list:
         "At every depth, a wider random rectifier network has more linear pieces on the interval.",
         "A wider random rectifier network does not always have more linear pieces on the interval.",
         evidence="pieces by width at each depth: " + "; ".join(
-            f"{d} layers " + ", ".join(str(int(v)) for v in grid.loc[d]) for d in grid.index)
+            f"depth {d}: " + ", ".join(str(int(v)) for v in grid.loc[d]) for d in grid.index)
                  + f" (widths {', '.join(str(w) for w in grid.columns)}; one network each, seed 1)"))
     deepest, before = grid.index[-1], grid.index[-2]
     saturates = bool((np.diff(grid.to_numpy(), axis=0) >= 0).all() and (grid.loc[deepest] == grid.loc[before]).all())
     found.append(claim(
         "pieces-depth", saturates,
-        f"More layers add pieces up to a point, then nothing: from {before} to {deepest} layers the count is unchanged "
-        "at every width (at PyTorch's default initialisation the deeper units stop switching inside the interval).",
+        f"At PyTorch's default initialisation more layers add pieces up to a point, then nothing: from {before} to "
+        f"{deepest} layers the count is unchanged at every width.",
         "The count of pieces does not level off with depth in the table.",
         evidence="pieces at " + ", ".join(f"width {w}: {int(grid.loc[before, w])} and {int(grid.loc[deepest, w])}"
                                           for w in grid.columns) + f" ({before} and {deepest} layers)"))
@@ -260,7 +260,9 @@ def claims(pieces: pd.DataFrame, runs: dict) -> list:
         "tenth-sgd-explores-least", all(least.values()),
         "SGD at a tenth of that rate explores the least, on all three measures and on both networks.",
         "SGD at a tenth of its tuned rate explores the least on " + ", ".join(f"{t} {m}" for (t, m), v in least.items() if v)
-        + ", but not on " + ", ".join(f"{t} {m}" for (t, m), v in least.items() if not v) + ".",
+        + ", but not on " + ", ".join(
+            f"{t} {m} (where {NAMES[summaries[t].groupby('run')[m].mean().idxmin()]} is lower)"
+            for (t, m), v in least.items() if not v) + ".",
         evidence=evidence))
     slow = runs["convnet"] if "convnet" in runs else None
     if slow is not None:
