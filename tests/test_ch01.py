@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,13 +33,21 @@ def test_quadratic_esgd_diverges_past_two_and_isgd_never_does():
     assert (esgd[esgd.lr > 2]["loss"] > 0.5).all()
 
 
-@pytest.mark.parametrize("problem", ["least-squares", "logistic"])
-def test_convex_isgd_survives_a_learning_rate_at_which_esgd_diverges(problem):
-    isgd = ch01.run_convex(ch01.ConvexConfig(problem=problem, method="isgd", lr=100.0, epochs=1))
-    esgd = ch01.run_convex(ch01.ConvexConfig(problem=problem, method="esgd", lr=100.0, epochs=1))
+def test_convex_isgd_survives_a_learning_rate_at_which_least_squares_esgd_diverges():
+    isgd = ch01.run_convex(ch01.ConvexConfig(problem="least-squares", method="isgd", lr=100.0, epochs=1))
+    esgd = ch01.run_convex(ch01.ConvexConfig(problem="least-squares", method="esgd", lr=100.0, epochs=1))
     assert not isgd[-1]["diverged"] and math.isfinite(final(isgd))
     assert esgd[-1]["diverged"]
     assert math.isfinite(esgd[-1]["last_finite_loss"])
+
+
+def test_logistic_esgd_at_a_large_rate_ends_far_above_isgd_without_a_non_finite_loss():
+    # the logistic gradient is never longer than ||x||: ESGD's weights grow linearly, not geometrically
+    isgd = ch01.run_convex(ch01.ConvexConfig(problem="logistic", method="isgd", lr=100.0, epochs=1))
+    esgd = ch01.run_convex(ch01.ConvexConfig(problem="logistic", method="esgd", lr=100.0, epochs=1))
+    assert not isgd[-1]["diverged"]
+    assert all(math.isfinite(r["train_loss"]) for r in esgd if r["kind"] == "epoch")
+    assert final(esgd) > 10 * final(isgd)
 
 
 @pytest.mark.parametrize("problem", ["least-squares", "logistic"])
@@ -83,3 +92,123 @@ def test_bad_convex_configs_say_what_to_do(bad, message):
     config = dict(problem="logistic", method="isgd", lr=0.1, epochs=1) | bad
     with pytest.raises(ValueError, match=message):
         ch01.run_convex(ch01.ConvexConfig(**config))
+
+
+# --- what "diverged" means: the training loss, not one example's loss ---------------------------
+
+def epoch_rows(rows):
+    return [r for r in rows if r["kind"] == "epoch"]
+
+
+def test_the_divergence_rule_cuts_a_run_at_the_evaluation_that_crosses_the_threshold():
+    rows = ([dict(kind="epoch", epoch=0.0, step=0, train_loss=1.0, diverged=False)]
+            + [dict(kind="step", epoch=0.1 * k, step=k, loss=500.0, diverged=False) for k in range(3)]
+            + [dict(kind="epoch", epoch=0.5, step=3, train_loss=50.0, diverged=False),
+               dict(kind="epoch", epoch=1.0, step=6, train_loss=101.0, diverged=False),
+               dict(kind="epoch", epoch=1.5, step=9, train_loss=2.0, diverged=False)])
+    kept = ch01.apply_divergence_rule(rows)
+    assert [r["epoch"] for r in kept if r["kind"] == "epoch"] == [0.0, 0.5, 1.0]
+    assert all(r["diverged"] and r["last_finite_loss"] == 50.0 for r in kept)
+    # a mini-batch loss of 500 (the "step" rows) is not the training loss: no verdict from it
+    calm = ch01.apply_divergence_rule(rows[:5])
+    assert len(calm) == 5 and not any(r["diverged"] for r in calm)
+    # a run train stopped at a non-finite mini-batch loss has diverged
+    stopped = [dict(r, diverged=True) for r in rows[:4]]
+    assert all(r["diverged"] for r in ch01.apply_divergence_rule(stopped))
+    with pytest.raises(ValueError, match="before training"):
+        ch01.apply_divergence_rule(rows[1:4])
+
+
+def test_logistic_esgd_is_not_called_diverged_while_its_training_loss_is_moderate():
+    # train's default rule stops this run at one example's loss above 100 log 2 although the
+    # training loss is below 1; the chapter's rule reads the training loss.
+    from ibtools import data, models
+    from ibtools.train import train
+
+    config = ch01.ConvexConfig(problem="logistic", method="esgd", lr=3.16, seed=0)
+    rows = ch01.run_convex(config)
+    start = epoch_rows(rows)[0]["train_loss"]
+    assert not rows[-1]["diverged"] and rows[-1]["epoch"] == config.epochs
+    assert max(r["train_loss"] for r in epoch_rows(rows)) < 5.0 < 100 * start
+    default = train(models.linear_model(30), data.load("breast-cancer", seed=0),
+                    lambda m: torch.optim.SGD(m.parameters(), lr=3.16), loss="logistic", epochs=2,
+                    batch_size=1, seed=0, evals_per_epoch=20)
+    assert default.diverged and max(r["train_loss"] for r in default.rows if r["kind"] == "epoch") < 5.0
+
+
+def committed(name):
+    from ibtools.experiments import load_results
+
+    found = load_results(name, "reduced")
+    assert found is not None, f"chapter 1's tests read book/results/{name}/reduced (python -m ibtools run {name})"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", ["isgd-convex", "isgd-exact-net"])
+def test_every_committed_runs_flag_is_the_rule_applied_to_its_training_loss(name):
+    table = committed(name)
+    config_fields = [c for c in table.attrs["config_fields"] if c in table]
+    for key, run in table.groupby(config_fields):
+        evaluations = run[run.kind == "epoch"].sort_values("step")
+        threshold = ch01.DIVERGE_FACTOR * evaluations["train_loss"].iloc[0]
+        losses = evaluations["train_loss"].to_numpy()
+        crossed = bool((~np.isfinite(losses) | (losses > threshold)).any())
+        finished = evaluations["epoch"].iloc[-1] == run["epochs"].iloc[0]
+        assert run["diverged"].nunique() == 1, key
+        if run["diverged"].iloc[0]:
+            assert crossed or not finished, key  # crossed, or stopped at a non-finite mini-batch loss
+            assert not (~np.isfinite(losses[:-1]) | (losses[:-1] > threshold)).any(), key
+        else:
+            assert finished and not crossed, key
+
+
+def test_the_committed_results_are_what_rerunning_their_runs_gives():
+    convex, net = committed("isgd-convex"), committed("isgd-exact-net")
+    reruns = [(convex, ch01.ConvexConfig(problem="logistic", method="esgd", lr=100.0, seed=1), ch01.run_convex),
+              (convex, ch01.ConvexConfig(problem="least-squares", method="isgd", lr=100.0, seed=0), ch01.run_convex),
+              (net, ch01.ExactNetConfig(method="esgd", lr=9.49), ch01.run_exact_net)]
+    for table, config, run in reruns:
+        rows = epoch_rows(run(config))
+        match = table[(table.kind == "epoch") & np.isclose(table.lr, config.lr) & (table.method == config.method)
+                      & (table.seed == config.seed)]
+        if "problem" in table:
+            match = match[match.problem == config.problem]
+        assert len(match) == len(rows), config
+        assert bool(match["diverged"].iloc[-1]) == rows[-1]["diverged"], config
+        assert match["train_loss"].iloc[-1] == pytest.approx(rows[-1]["train_loss"], rel=1e-4), config
+
+
+# --- the chapter's claims, on the data it shows ---------------------------------------------------
+
+EXPECTED = {
+    "quadratic-closed-form": True,
+    "quadratic-isgd-stable": True,
+    "quadratic-esgd-threshold": True,
+    "least-squares-esgd-threshold": True,
+    "isgd-never-diverges": True,
+    "logistic-esgd-grows": True,
+    "isgd-below-esgd-at-large-rates": True,
+    "small-rate-agreement": True,
+    "stable-is-not-accurate": True,
+    "network-esgd-fails": None,
+    "exact-isgd-collapses": True,
+    "exact-isgd-ahead": True,
+}
+
+
+def test_the_chapters_claims_on_its_data_have_evidence_and_the_expected_verdicts():
+    from ibtools import claims
+
+    quadratic = ch01.quadratic.sweep("reduced", cache=False, progress=False)
+    found = ch01.claims(quadratic, committed("isgd-convex"), committed("isgd-exact-net"))
+    assert claims.verdicts(found) == EXPECTED
+    assert all(c.evidence.strip() for c in found)
+    text = {c.name: c.text for c in found}
+    # exact ISGD collapses at the two largest rates, ten times ESGD's failure rate
+    collapse = "from η = 9.49 (the 2 largest rates of the grid), 10 times ESGD's failure rate"
+    assert collapse in text["exact-isgd-collapses"]
+    assert "fails from η = 0.949" in text["network-esgd-fails"]
+    # logistic ESGD crosses the training-loss threshold in one run only
+    assert "diverges in 1 of its 22 runs (η = 100)" in text["logistic-esgd-grows"]
+    one_seed = [c for c in found if c.name.startswith(("network", "exact"))]
+    assert all("one seed" in c.evidence for c in one_seed)
