@@ -15,7 +15,11 @@ of one neuron alpha (a row of W_l, or one output channel of a convolution) T_alp
 **Taylor loss** l(T^n(V), y^n) is convex in V and agrees with the network's loss in value
 and gradient at V = W^n (T1-T3 of appendix A.2), so an optimiser with O(sqrt N) regret on
 convex losses satisfies BBM (3)-(4): the running mean of the training losses approaches the
-**Taylor optimum in hindsight** min_V (1/N) sum_n l(T^n(V), y^n).
+**Taylor optimum in hindsight** min_V (1/N) sum_n l(T^n(V), y^n). Such optimisers include
+online gradient descent with steps proportional to 1/sqrt(n) and AdaGrad, but not gradient
+descent at a rate fixed independently of N, nor Adam or RMSProp, whose O(sqrt N) regret (BBM
+Theorem 1, after Kingma & Ba) fails on convex counterexamples (Reddi, Kale & Kumar, ICLR 2018):
+for them the recorder measures the regret, it does not presume a bound on it.
 
 :func:`taylor_output` and :func:`taylor_loss` evaluate T^n and the Taylor loss directly, by
 one forward-mode Jacobian-vector product (no Jacobian is formed); :func:`output_jacobian` and
