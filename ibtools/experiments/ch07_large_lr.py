@@ -377,7 +377,7 @@ def sgdl_claims(runs: pd.DataFrame, n_test: int = 1000) -> list:
         f"error measured on {n_test:,} digits, so no ranking among them is supported.",
         "SGDL's test error differs from SGDM's or AdaDelta's by more than one standard error of the test error.",
         evidence=", ".join(f"{k} {v:.1%}" for k, v in level.items()) + f": spread {spread:.1%} against one standard "
-                 f"error {se:.2%} (sqrt(p(1 - p)/{n_test})); {seed_note}",
+                 f"error {se:.2%} (sqrt(p(1 - p)/{n_test}), the test sample's error only); {seed_note}, no spread over seeds",
         paper="Figure 4: SGDL the same as or better than SGDM and the others")]
 
     behind = {f"SGD at {float(final.loc['sgd'].index[i]):g}": v for i, v in enumerate(final.loc["sgd"]) if
@@ -391,7 +391,8 @@ def sgdl_claims(runs: pd.DataFrame, n_test: int = 1000) -> list:
         "SGDL ends far ahead of SGD at SGDM's rate 0.1 and of Adam at the paper's rate 0.001 (not tuned here).",
         "SGDL is not clearly ahead of SGD at 0.1 and Adam at 0.001.",
         evidence=f"SGDL {sgdl:.1%}; " + ", ".join(f"{k} {v:.1%} ({margins[k]:.0f} standard errors of the difference)"
-                                                  for k, v in behind.items()) + f"; {seed_note}",
+                                                  for k, v in behind.items())
+                 + f", from the test sample only; {seed_note}, no spread over seeds",
         paper="Figure 4: Adam behind SGDM and SGDL on CIFAR"))
 
     sgd = final.loc["sgd"].sort_index()
