@@ -116,3 +116,49 @@ def test_each_full_preset_takes_a_ghost_batched_step_at_full_size(dataset, shape
     table = pd.DataFrame(ch08.run(dataclasses.replace(config, epochs=1)))
     assert len(table[table.kind == "step"]) == 1  # one update for the whole stand-in set, in 2 ghost batches
     assert set(table[table.kind == "alt"].epoch) == {0, 1}
+
+
+def committed_claims():
+    from ibtools import losses
+    from ibtools.experiments import load_results
+
+    runs, _ = load_results("alt-losses", "reduced")
+    alt = runs[runs.kind == "alt"]
+    level = float(np.ceil(alt.groupby(["lr", "batch_size"]).train_ce.min().max() * 100) / 100)
+    fixed = ch08.at_training_loss(alt, level)
+    demo = ch08.bound_demo()
+    threshold = losses.binary_curvature_threshold()[0]
+    return level, demo, ch08.claims(fixed, alt, level, demo, losses.bound_9_counterexample(classes=3), threshold)
+
+
+def test_the_chapter_s_claims_on_the_committed_runs():
+    from ibtools import claims
+
+    level, demo, found = committed_claims()
+    assert level == 0.5
+    assert all(c.evidence.strip() for c in found)
+    assert claims.verdicts(found) == {
+        "gcdf-rate-crossover": True, "cross-entropy-rate-crossover": True, "hinge-rate-crossover": True,
+        "gcdf-tie": True, "small-sigma-ratio": False, "batch-like-rate": True, "along-training": True,
+        "noisy-descent": True, "slow-run-floor": None, "bound-9-binary": True, "curvature-form-range": True,
+        "binary-gcdf-exact": True, "union-bound-gap": None, "bound-9-several-classes": True}
+    text = {c.name: c.text for c in found}
+    assert "γ ≥ 4" in text["hinge-rate-crossover"]  # not γ ≥ 2: at γ = 2 the small rate is lower
+    assert "less than an order of magnitude" in text["small-sigma-ratio"]
+    for c in found:  # every run is one seed, and the experiments' claims say so
+        if c.name not in {"bound-9-binary", "curvature-form-range", "binary-gcdf-exact", "union-bound-gap",
+                          "bound-9-several-classes", "slow-run-floor"}:
+            assert "one seed" in c.evidence, c.name
+
+
+def test_the_bound_demonstration_labels_depend_on_the_weights():
+    """Labels drawn independently of the weights leave the classifier at chance and every
+    comparison degenerate; the demonstration's come from its own weights, with 10% flipped."""
+    demo = ch08.bound_demo()
+    for classes, rows in demo.groupby("classes"):
+        assert (rows.accuracy > 0.85).all()  # chance: 1 / classes
+        assert (rows.noisy_zero_one < 1 - 1 / classes - 0.15).all()  # the noise does not wash the labels out
+        assert (rows.above_noisy_ce == 0).all() and (rows.noisy_zero_one <= rows.gcdf + 0.01).all()
+    two = demo[demo.classes == 2].set_index("sigma")
+    np.testing.assert_allclose(two.gcdf, two.noisy_zero_one, atol=0.01)
+    assert (two.loc[[0.5, 1.0, 2.0]].above_curvature == 0).all() and two.loc[4.0].above_curvature > 0
