@@ -8,6 +8,10 @@ Fagan & Iyengar, *Robust Implicit Backpropagation*, section 2 (Figure 1) and sec
   regression) against ESGD on real data, across a learning-rate grid;
 - ``isgd-exact-net``: "exact ISGD" for a neural network, eq. (1) solved by an inner gradient
   descent of 100 steps at a tenth of the learning rate, against ESGD.
+
+A run's ``diverged`` flag is the chapter's rule on its training loss
+(:func:`apply_divergence_rule`); the chapter's conclusions are computed from the three tables
+by :func:`claims`.
 """
 
 from __future__ import annotations
@@ -275,8 +279,10 @@ def claims(quadratic, convex, net, sq_norm: float | None = None) -> list:
     ``quadratic`` (``isgd-quadratic``), ``convex`` (``isgd-convex``) and ``net``
     (``isgd-exact-net``), each as its sweep returns it, with ``diverged`` set by
     :func:`apply_divergence_rule`. ``sq_norm`` is the diabetes data's mean ||x||^2 with the bias
-    input (computed by :func:`mean_squared_norm` when None). Raises ValueError when a table
-    lacks a run a claim needs."""
+    input (computed by :func:`mean_squared_norm` when None). The quadratic's claims follow
+    Fagan & Iyengar, section 2 and Figure 1; the network's, section 5 ("Exact ISGD") and
+    Figure 3; the convex problems are the book's own. Raises ValueError when a table lacks a run
+    a claim needs."""
     found = []
 
     # The quadratic, eq. (1.4) with lambda = 1.
