@@ -14,7 +14,10 @@ are presets over it:
   paper's fixed grid of 10 learning rates (test accuracy at each method's best rate);
 - ``ib-clipping``: EB and IB with norm clipping at the thresholds of appendix E.2 (Figure 4).
 
-:func:`divergence_lrs` measures where each method starts to diverge by the paper's footnote 7.
+:func:`divergence_lrs` measures where each method starts to diverge by the paper's footnote 7;
+:func:`claims` computes the chapter's conclusions from the results tables, each with the seeds
+and grid points it rests on; :func:`protocol` lists what each preset runs (seeds, grids) beside
+the paper's seed counts.
 """
 
 from __future__ import annotations
