@@ -5,6 +5,7 @@
 equivalently theta+ = theta_t - lr (grad l(theta+) + mu theta+). Gradients here come from
 autograd, minimisers from scipy, so the checks do not reuse the derivations under test."""
 
+import copy
 import math
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ibtools import isgd
-from ibtools.train import BatchClosure, least_squares, logistic
+from ibtools.train import BatchClosure, cross_entropy, least_squares, logistic
 
 F64 = torch.float64
 # The GPU cases run wherever a GPU is present.
@@ -372,6 +373,36 @@ def test_exact_isgd_converges_to_the_least_squares_prox(inner_steps, tol):
     returned = optimizer.step(BatchClosure(model, least_squares, optimizer, X, y))
     assert returned.item() == pytest.approx(loss_before)
     torch.testing.assert_close(_theta(model), expected, rtol=tol, atol=tol)
+
+
+def test_exact_isgds_first_inner_step_is_an_explicit_step_at_a_tenth_of_the_rate():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).double()
+    twin = copy.deepcopy(model)
+    X, y = randn(1, 16, 3), torch.randint(0, 2, (16,), generator=torch.Generator().manual_seed(2))
+    lr = 5.0
+    optimizer = isgd.ExactISGD(model.parameters(), lr=lr, inner_steps=1)
+    optimizer.step(BatchClosure(model, cross_entropy, optimizer, X, y))
+    sgd = torch.optim.SGD(twin.parameters(), lr=lr / 10)
+    sgd.step(BatchClosure(twin, cross_entropy, sgd, X, y))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("factor, grows", [(0.9, False), (1.1, True)])
+def test_exact_isgds_inner_descent_diverges_past_19_over_the_curvature(factor, grows):
+    # On least squares with Hessian H the inner error is multiplied by 0.9 I - (lr/10) H each step,
+    # so the inner descent fails for lr > 19 / lambda_max(H): 9.5 times ESGD's 2 / lambda_max.
+    theta, X, y = least_squares_problem(3, 6, 4)
+    curvature = float(torch.linalg.eigvalsh(X.T @ X / len(y)).max())
+    lr = factor * 19 / curvature
+    target = isgd.prox_least_squares(theta, X, y, lr)
+    current = theta + 1e-3 * randn(4, 4)
+    errors = []
+    for _ in range(200):
+        current = isgd.exact_isgd_inner(current, gradient(least_squares_loss, current, X, y), theta, lr, lr / 10)
+        errors.append(float(torch.linalg.norm(current - target)))
+    assert (errors[-1] > 1e3 * errors[0]) == grows and (errors[-1] < 1e-6) == (not grows)
 
 
 def test_exact_isgd_solves_the_implicit_equation_for_a_network():
