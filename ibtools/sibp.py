@@ -71,6 +71,9 @@ __all__ = [
     "bias_fit",
     "neuron_fit",
     "nonlinear_cg",
+    "l1_fit",
+    "L1_ITERS",
+    "L1_TOL",
     "prox_layer",
     "propagate_error",
     "prox_linear_layer",
@@ -90,6 +93,12 @@ __all__ = [
 # and how many halvings of the Gauss-Newton step it tries before it stays put.
 _ARMIJO = 1e-4
 _HALVINGS = 4
+# The l1 variant's proximal-gradient solver (l1_fit): its iteration budget and tolerance on
+# the optimality residual, relative to the starting point's, by default, and how many
+# halvings of the step one iteration may take.
+L1_ITERS = 50
+L1_TOL = 1e-3
+_L1_HALVINGS = 40
 
 
 # --- the network -----------------------------------------------------------------------------
@@ -303,6 +312,12 @@ class ProxFit:
         grad = torch.add(self.adjoint(2 * self.activation.slope(pre) * residual), gap, alpha=1 / self.lam)
         return FitPoint(x, pre, gap, fit, fit + _rowdot(gap, gap) / (2 * self.lam), grad)
 
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """phi(x), one value per row (rows, 1), without the gradient."""
+        residual = self.activation.value(self.apply(x) + self.offset) - self.target
+        gap = x - self.anchor
+        return self.per_row(residual ** 2) + _rowdot(gap, gap) / (2 * self.lam)
+
     dot = staticmethod(_rowdot)  # the rows of x are separate unknowns
 
     def line_step(self, point: FitPoint, direction: torch.Tensor, slope: torch.Tensor) -> FitPoint:
@@ -377,17 +392,94 @@ def nonlinear_cg(problem: ProxFit | TensorFit, x0: torch.Tensor, iters: int) -> 
     return point.x
 
 
+def l1_fit(problem: ProxFit | TensorFit, x0: torch.Tensor, gamma: float, iters: int = L1_ITERS,
+           tol: float = L1_TOL) -> torch.Tensor:
+    """argmin_x phi(x) + gamma ||x||_1 for the subproblem ``problem`` (phi of :class:`ProxFit`
+    or :class:`TensorFit`), the l1 variant of (4.1) in Remark 4.1 and section 5.5:
+
+        W_i^{k+1} = argmin ||sigma(W F_i + b_i^k) - F_{i+1}^{k+1/2}||^2 + ||W - W_i^k||^2 / (2 lambda)
+                           + gamma ||W||_1,
+
+    and the same for b_i, by accelerated proximal gradient (FISTA, Beck & Teboulle 2009) from
+    x0, with a monotone restart:
+
+        z = S_{s gamma}(y - s grad phi(y)),   S_t the soft threshold (:func:`soft_threshold`),
+
+    the step s found by backtracking from s = lam (halved until phi(z) <= phi(y) + grad phi(y).(z - y)
+    + ||z - y||^2 / (2 s), the local Lipschitz bound; s never grows again), then x = z and
+    y = z + (t_k - 1) / t_{k+1} (z - x_old) with t_{k+1} = (1 + sqrt(1 + 4 t_k^2)) / 2 where the
+    objective went down, and where it did not x stays, y = x and t = 1, so the objective never
+    increases (phi is not convex for every sigma). Rows of a :class:`ProxFit` are separate
+    problems with their own s and t, all updated at once; a :class:`TensorFit` is one problem.
+
+    Stops after ``iters`` iterations, or once every row's optimality residual ||z - y|| / s (the
+    gradient mapping, zero exactly at a minimiser) is at most ``tol`` times its value at x0.
+    At a minimiser the optimality conditions hold: grad phi(x)_j = -gamma sign(x_j)
+    where x_j != 0 and |grad phi(x)_j| <= gamma where x_j = 0, so the threshold on each weight
+    depends on the fit's curvature, unlike a soft threshold of the smooth solution. With
+    gamma = 0 this is the smooth subproblem (4.1). Returns x, shaped like x0."""
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    dot = problem.dot
+    ones = torch.ones_like(x0)
+
+    def objective(phi: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return phi + gamma * dot(x.abs(), ones)
+
+    x = x0
+    best = objective(problem.value(x), x)
+    step = torch.full_like(best, problem.lam)
+    momentum = torch.ones_like(best)
+    y, point = x, problem.evaluate(x)
+    slack = 16 * torch.finfo(x0.dtype).eps
+    first = None
+    for _ in range(iters):
+        for _ in range(_L1_HALVINGS):
+            trial = soft_threshold(y - step * point.grad, step * gamma)
+            move = trial - y
+            phi = problem.value(trial)
+            bound = point.value + dot(point.grad, move) + dot(move, move) / (2 * step)
+            accept = phi <= bound + slack * (point.value.abs() + phi.abs())
+            if bool(accept.all()):
+                break
+            step = torch.where(accept, step, step / 2)
+        value = objective(phi, trial)
+        lower = accept & (value <= best)
+        following = (1 + torch.sqrt(1 + 4 * momentum ** 2)) / 2
+        new = torch.where(lower, trial, x)
+        residual = dot(move, move) / step ** 2
+        first = residual if first is None else first
+        converged = residual <= tol ** 2 * first
+        y = torch.where(lower, new + (momentum - 1) / following * (new - x), x)
+        momentum = torch.where(lower, following, torch.ones_like(momentum))
+        best = torch.where(lower, value, best)
+        x = new
+        if bool(converged.all()):
+            break
+        point = problem.evaluate(y)
+    return x
+
+
 def prox_layer(inputs, weight, bias, activation: Activation, target, lam: float, cg_iters: int,
-               threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One layer's update (4.1): W_i^{k+1}, then b_i^{k+1} with W_i^{k+1}, each by ``cg_iters``
-    nonlinear CG iterations from its current value. With ``threshold`` = lam gamma > 0 each
-    is then soft-thresholded: the exact proximal step of gamma ||.||_1 with weight 1/(2 lam)
-    taken from the smooth solution, the l1 variant of Remark 4.1 and section 5.5."""
-    weight = soft_threshold(nonlinear_cg(weight_fit(inputs, weight, bias, activation, target, lam),
-                                         weight, cg_iters), threshold)
+               l1: float = 0.0, l1_iters: int = L1_ITERS, l1_tol: float = L1_TOL
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One layer's update (4.1): W_i^{k+1}, then b_i^{k+1} with W_i^{k+1}, each from its current
+    value. Shapes: inputs F_i (B, n_in), weight (n_out, n_in), bias (n_out,) or None, target
+    F_{i+1}^{k+1/2} (B, n_out). With ``l1`` = gamma = 0 each is solved by ``cg_iters`` nonlinear
+    CG iterations (:func:`nonlinear_cg`), as the paper does. With gamma > 0 each subproblem is
+    (4.1) plus gamma ||W||_1 (gamma ||b||_1), the l1 variant of Remark 4.1 and section 5.5, solved
+    as one composite problem by :func:`l1_fit` (at most ``l1_iters`` accelerated proximal
+    gradient iterations, step tolerance ``l1_tol``), which makes exact zeros."""
+    if l1 > 0:
+        weight = l1_fit(weight_fit(inputs, weight, bias, activation, target, lam), weight, l1, l1_iters, l1_tol)
+    else:
+        weight = nonlinear_cg(weight_fit(inputs, weight, bias, activation, target, lam), weight, cg_iters)
     if bias is not None:
         problem = bias_fit(inputs, weight, bias, activation, target, lam)
-        bias = soft_threshold(nonlinear_cg(problem, bias[:, None], cg_iters)[:, 0], threshold)
+        if l1 > 0:
+            bias = l1_fit(problem, bias[:, None], l1, l1_iters, l1_tol)[:, 0]
+        else:
+            bias = nonlinear_cg(problem, bias[:, None], cg_iters)[:, 0]
     return weight, bias
 
 
@@ -554,6 +646,11 @@ class TensorFit:
         return ((self.activation.value(pre) - self.target) ** 2).sum() \
             + ((x - self.anchor) ** 2).sum() / (2 * self.lam)
 
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """phi(x), a scalar, without the gradient."""
+        with torch.no_grad():
+            return self.objective(x, self.apply(x) + self.offset)
+
     def evaluate(self, x: torch.Tensor) -> _TensorPoint:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
@@ -584,13 +681,16 @@ class TensorFit:
 
 
 def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activation, target: torch.Tensor,
-                    lam: float, cg_iters: int, threshold: float = 0.0,
-                    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                    lam: float, cg_iters: int, l1: float = 0.0,
+                    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                    l1_iters: int = L1_ITERS, l1_tol: float = L1_TOL
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(4.1) for a convolution stage (Remark 5.1): W^{k+1} = argmin ||sigma(conv(F_i, W) + b^k)
     - T||^2 + ||W - W^k||^2 / (2 lam), then b^{k+1} likewise with W^{k+1}, each by ``cg_iters``
     iterations of :func:`nonlinear_cg` from its current value (W^k, b^k: ``weight`` and ``bias``,
-    by default the module's), then soft-thresholded by ``threshold`` (the l1 variant)."""
+    by default the module's). With ``l1`` = gamma > 0 each subproblem has gamma ||W||_1
+    (gamma ||b||_1) added (Remark 4.1, section 5.5) and is solved as one composite problem by
+    :func:`l1_fit` (at most ``l1_iters`` iterations, step tolerance ``l1_tol``)."""
     weight = conv.weight.detach() if weight is None else weight
     if bias is None and conv.bias is not None:
         bias = conv.bias.detach()
@@ -598,12 +698,12 @@ def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activatio
     problem = TensorFit(apply=lambda w: conv._conv_forward(inputs, w, None),
                         offset=0.0 if column is None else column, activation=activation, target=target,
                         anchor=weight, lam=lam)
-    weight = soft_threshold(nonlinear_cg(problem, weight, cg_iters), threshold)
+    weight = l1_fit(problem, weight, l1, l1_iters, l1_tol) if l1 > 0 else nonlinear_cg(problem, weight, cg_iters)
     if bias is not None:
         problem = TensorFit(apply=lambda b: b[None, :, None, None].expand_as(target),
                             offset=conv._conv_forward(inputs, weight, None), activation=activation,
                             target=target, anchor=bias, lam=lam)
-        bias = soft_threshold(nonlinear_cg(problem, bias, cg_iters), threshold)
+        bias = l1_fit(problem, bias, l1, l1_iters, l1_tol) if l1 > 0 else nonlinear_cg(problem, bias, cg_iters)
     return weight, bias
 
 
@@ -657,7 +757,9 @@ class SIBP(_DenseOptimizer):
        F_i^{k+1/2} = F_i - eta delta_i (4.2).
 
     ``l1`` = gamma > 0 adds gamma (||W_i||_1 + ||b_i||_1) to (4.1) (Remark 4.1, section 5.5),
-    which zeroes weights exactly. Any loss differentiable in the network output works.
+    which zeroes weights exactly; each composite subproblem is then solved by :func:`l1_fit`,
+    at most ``l1_iters`` accelerated proximal gradient iterations with step tolerance
+    ``l1_tol``, in place of the CG iterations. Any loss differentiable in the network output works.
     ``step`` returns the batch loss at the weights it started from.
 
     ``model`` is a fully connected network (:func:`dense_stack`) or, per Remark 5.1, a
@@ -665,11 +767,15 @@ class SIBP(_DenseOptimizer):
     the error down with W^{k+1}; pooling stages pass it down by their vector-Jacobian product.
     """
 
-    def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5, l1: float = 0.0):
+    def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5, l1: float = 0.0,
+                 l1_iters: int = L1_ITERS, l1_tol: float = L1_TOL):
         if isinstance(l1, bool) or not isinstance(l1, numbers.Real) or not math.isfinite(l1) or l1 < 0:
             raise ValueError(f"l1 must be a finite number >= 0, got {l1!r}; pass l1=0.0 for no l1 penalty")
+        if isinstance(l1_iters, bool) or not isinstance(l1_iters, int) or l1_iters < 1:
+            raise ValueError(f"l1_iters must be an integer >= 1, got {l1_iters!r}; the default is {L1_ITERS}")
         defaults = dict(lr=check_lr(lr), lam=_positive("lam", lam, "the paper's lambda, e.g. lam=1.0"),
-                        cg_iters=_iterations(cg_iters), l1=float(l1))
+                        cg_iters=_iterations(cg_iters), l1=float(l1), l1_iters=l1_iters,
+                        l1_tol=_positive("l1_tol", l1_tol, f"the default is {L1_TOL}"))
         try:
             super().__init__(model, defaults)
         except ValueError:  # not a dense network: a convolutional one (Remark 5.1), or refused
@@ -682,22 +788,23 @@ class SIBP(_DenseOptimizer):
         inputs, targets, loss_fn = _batch(closure, "SIBP")
         group = self.param_groups[0]
         eta, lam, iters = group["lr"], group["lam"], group["cg_iters"]
+        penalty = dict(l1=group["l1"], l1_iters=group["l1_iters"], l1_tol=group["l1_tol"])
         stack = self.stack
         if isinstance(stack, ConvStack):
-            return self._conv_step(stack, inputs, targets, loss_fn, eta, lam, iters, lam * group["l1"])
+            return self._conv_step(stack, inputs, targets, loss_fn, eta, lam, iters, penalty)
         neurons, pre = forward(stack, stack.inputs(inputs))
         loss, delta = output_gradient(loss_fn, neurons[-1], targets)
         for i in reversed(range(len(stack.linears))):
             linear, activation = stack.linears[i], stack.activations[i]
             weight, bias = prox_layer(neurons[i], linear.weight, linear.bias, activation,
-                                      neurons[i + 1] - eta * delta, lam, iters, lam * group["l1"])
+                                      neurons[i + 1] - eta * delta, lam, iters, **penalty)
             if i > 0:
                 delta = propagate_error(delta, pre[i], activation, weight)
             self._store(i, weight, bias)
         return loss
 
     def _conv_step(self, stack: ConvStack, inputs, targets, loss_fn, eta: float, lam: float, iters: int,
-                   threshold: float):
+                   penalty: dict):
         """Algorithm 1 through convolution, pooling, flatten and dense stages (Remark 5.1):
         convolution and dense stages are fitted by (4.1) and pass the error down by (4.2)
         with their new weights; pooling stages pass it down by their vector-Jacobian product
@@ -710,12 +817,12 @@ class SIBP(_DenseOptimizer):
             module, below = block.module, j > lowest
             if block.kind == "linear":
                 weight, bias = prox_layer(neurons[j], module.weight, module.bias, block.activation,
-                                          neurons[j + 1] - eta * delta, lam, iters, threshold)
+                                          neurons[j + 1] - eta * delta, lam, iters, **penalty)
                 if below:
                     delta = propagate_error(delta, pre[j], block.activation, weight)
             elif block.kind == "conv":
                 weight, bias = prox_conv_layer(module, neurons[j], block.activation, neurons[j + 1] - eta * delta,
-                                               lam, iters, threshold)
+                                               lam, iters, **penalty)
                 if below:
                     delta = propagate_conv_error(delta, pre[j], block.activation, module, weight, neurons[j].shape)
             elif block.kind == "pool":

@@ -239,14 +239,208 @@ def test_soft_threshold_is_the_l1_proximal_map(x, threshold):
 def test_sibp_with_l1_zeroes_weights_exactly():
     inputs, targets = classification_batch(4, 32, 4, 3)
     zeros = {}
-    for l1 in (0.0, 0.3, 3.0):
+    for l1 in (0.0, 0.3, 1e3):
         model = network(4, [4, 16, 3])
         optimizer = sibp.SIBP(model, lr=1.0, lam=1.0, l1=l1)
         optimizer.step(closure_for(model, optimizer, inputs, targets))
         zeros[l1] = sum(int((p == 0).sum()) for p in model.parameters())
     assert zeros[0.0] == 0
-    assert 0 < zeros[0.3] < zeros[3.0]
-    assert zeros[3.0] == sum(p.numel() for p in model.parameters())  # lam * l1 exceeds every |w|
+    assert 0 < zeros[0.3] < zeros[1e3]
+    # x = 0 is the minimiser once gamma exceeds |grad phi(0)| for every weight
+    assert zeros[1e3] == sum(p.numel() for p in model.parameters())
+
+
+# --- the l1 variant solved as one composite problem (Remark 4.1, section 5.5) ----------------
+#
+# The l1 subproblem is (4.1) + gamma ||x||_1, phi(x) + gamma ||x||_1 with phi written out from
+# the paper's formula in ``layer_problem``. Soft-thresholding the smooth minimiser at lam gamma
+# is its minimiser only when the fit has no curvature; l1_fit must find the true minimiser.
+
+def composite(phi, gamma):
+    return lambda x: phi(x) + gamma * x.abs().sum()
+
+
+def brute_force_smooth(phi, x0, gamma, starts=4, seed=0):
+    """argmin phi(x) + gamma ||x||_1 by L-BFGS-B on the smooth split x = u - v, u, v >= 0
+    (where gamma (u + v) is smooth), in float64 from x0 and random starts: the best found."""
+    from scipy.optimize import minimize
+
+    shape, n = x0.shape, x0.numel()
+
+    def split(z):
+        z = torch.as_tensor(z, dtype=F64).requires_grad_(True)
+        value = phi((z[:n] - z[n:]).reshape(shape)) + gamma * z.sum()
+        (grad,) = torch.autograd.grad(value, z)
+        return float(value.detach()), grad.numpy()
+
+    rng = torch.Generator().manual_seed(seed)
+    best = None
+    for k in range(starts):
+        start = x0.flatten() if k == 0 else x0.flatten() + torch.randn(n, generator=rng, dtype=F64)
+        z0 = torch.cat([start.clamp_min(0), (-start).clamp_min(0)]).numpy()
+        result = minimize(split, z0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * n),
+                          options=dict(ftol=1e-15, gtol=1e-12, maxiter=20000, maxcor=30))
+        if best is None or result.fun < best.fun:
+            best = result
+    z = torch.as_tensor(best.x, dtype=F64)
+    return (z[:n] - z[n:]).reshape(shape)
+
+
+def brute_force_relu_row(inputs, offset, target, anchor, lam, gamma):
+    """argmin_w ||relu(inputs w + offset) - target||^2 + ||w - anchor||^2 / (2 lam) + gamma ||w||_1
+    for one row w, exhaustively: on each cell of (which examples are active) x (the sign of
+    each weight) the objective is a convex quadratic and the constraints linear; the best
+    cell's solution (SLSQP) is the global minimiser."""
+    import itertools
+
+    import numpy as np
+    from scipy.optimize import minimize
+
+    a, c, t, w0 = (v.numpy() for v in (inputs, offset, target, anchor))
+    batch, n = a.shape
+    best_value, best = np.inf, None
+    for active in itertools.product([0.0, 1.0], repeat=batch):
+        on = np.array(active, dtype=bool)
+        for signs in itertools.product([-1.0, 1.0], repeat=n):
+            s = np.array(signs)
+
+            def value(w):
+                g = a @ w + c
+                return ((g[on] - t[on]) ** 2).sum() + (t[~on] ** 2).sum() + ((w - w0) ** 2).sum() / (2 * lam) \
+                    + gamma * s @ w
+
+            def grad(w):
+                g = a @ w + c
+                return 2 * a[on].T @ (g[on] - t[on]) + (w - w0) / lam + gamma * s
+
+            cons = [dict(type="ineq", fun=lambda w: np.where(on, 1.0, -1.0) * (a @ w + c),
+                         jac=lambda w: np.where(on, 1.0, -1.0)[:, None] * a),
+                    dict(type="ineq", fun=lambda w: s * w, jac=lambda w: np.diag(s))]
+            result = minimize(value, s * np.abs(w0), jac=grad, constraints=cons, method="SLSQP",
+                              options=dict(ftol=1e-15, maxiter=500))
+            w = result.x
+            feasible = (np.where(on, 1.0, -1.0) * (a @ w + c) >= -1e-9).all() and (s * w >= -1e-9).all()
+            true_value = ((np.maximum(a @ w + c, 0) - t) ** 2).sum() + ((w - w0) ** 2).sum() / (2 * lam) \
+                + gamma * np.abs(w).sum()
+            if feasible and true_value < best_value:
+                best_value, best = true_value, w
+    return torch.as_tensor(best, dtype=F64)
+
+
+def assert_l1_optimal(phi, x, gamma, atol):
+    """The subgradient conditions of phi + gamma ||.||_1 at x: grad phi = -gamma sign(x) where
+    x != 0, |grad phi| <= gamma where x = 0."""
+    grad = gradient(phi, x)
+    nonzero = x != 0
+    torch.testing.assert_close(grad[nonzero], -gamma * torch.sign(x[nonzero]), atol=atol, rtol=0)
+    assert bool((grad[~nonzero].abs() <= gamma + atol).all())
+
+
+def test_l1_fit_is_the_closed_form_on_an_orthogonal_design_and_a_soft_threshold_of_the_smooth_fit_is_not():
+    """Identity activation, orthogonal inputs of unequal norms: the problem separates by weight,
+    w_j = S_{gamma / c_j}(smooth_j) with curvature c_j = 2 ||X_j||^2 + 1 / lam, so the threshold is
+    gamma / c_j, not lam gamma (the old answer soft-thresholded the smooth fit at lam gamma)."""
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(randn(gen, 8, 3))
+    inputs = q * torch.tensor([0.3, 1.0, 3.0], dtype=F64)
+    target, weight = randn(gen, 8, 2), randn(gen, 2, 3) / 2
+    lam, gamma = 0.5, 0.8
+    identity = activation("identity")
+    problem = sibp.weight_fit(inputs, weight, None, identity, target, lam)
+    phi = composite(lambda w: ((inputs @ w.T - target) ** 2).sum() + ((w - weight) ** 2).sum() / (2 * lam), gamma)
+    curvature = 2 * (inputs ** 2).sum(0) + 1 / lam
+    smooth = (2 * target.T @ inputs + weight / lam) / curvature
+    exact = sibp.soft_threshold(smooth, gamma / curvature)
+    solved = sibp.l1_fit(problem, weight, gamma, 2000, 0.0)
+    torch.testing.assert_close(solved, exact, atol=1e-7, rtol=0)
+    # the smooth solve, then one soft threshold at lam gamma: not the minimiser here
+    old = sibp.soft_threshold(sibp.nonlinear_cg(problem, weight, 50), lam * gamma)
+    torch.testing.assert_close(sibp.nonlinear_cg(problem, weight, 50), smooth)
+    assert float(phi(old)) > float(phi(exact)) + 1e-3
+    assert (old - exact).abs().max() > 0.05
+    # and the prox_layer update is the exact one
+    new, _ = sibp.prox_layer(inputs, weight, None, identity, target, lam, 5, l1=gamma, l1_iters=2000, l1_tol=1e-12)
+    torch.testing.assert_close(new, exact, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["weight", "bias"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity"])
+def test_l1_fit_matches_a_brute_force_minimiser(kind, act):
+    for seed, gamma in ((0, 0.05), (1, 0.3), (2, 1.0)):
+        problem, x0, phi = layer_problem(seed, kind, activation(act), batch=6, n=3, m=2, lam=0.5)
+        objective = composite(phi, gamma)
+        solved = sibp.l1_fit(problem, x0, gamma, 5000, 1e-10)
+        brute = brute_force_smooth(phi, x0, gamma)
+        assert float(objective(solved)) <= float(objective(brute)) + 1e-10
+        torch.testing.assert_close(solved, brute, atol=1e-6, rtol=0)
+        assert_l1_optimal(phi, solved, gamma, 1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_l1_fit_matches_an_exhaustive_minimiser_for_relu(seed):
+    """ReLU makes the fit piecewise quadratic, so the brute force runs over every activation
+    pattern and sign pattern of each row."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, n, m, lam, gamma = 4, 2, 2, 0.5, 0.3
+    inputs, weight, bias = randn(gen, batch, n), randn(gen, m, n), randn(gen, m) / 2
+    target = torch.relu(randn(gen, batch, m))
+    relu = activation("relu")
+    problem = sibp.weight_fit(inputs, weight, bias, relu, target, lam)
+    solved = sibp.l1_fit(problem, weight, gamma, 20000, 0.0)
+    phi = composite(lambda w: ((torch.relu(inputs @ w.T + bias) - target) ** 2).sum()
+                    + ((w - weight) ** 2).sum() / (2 * lam), gamma)
+    brute = torch.stack([brute_force_relu_row(inputs, bias[j].expand(batch), target[:, j], weight[j], lam, gamma)
+                         for j in range(m)])
+    assert float(phi(solved)) <= float(phi(brute)) + 1e-9
+    torch.testing.assert_close(solved, brute, atol=1e-6, rtol=0)
+
+
+@settings(deadline=None, max_examples=6, derandomize=True)
+@given(seed=seeds, act=smooth, kind=st.sampled_from(["weight", "bias"]), gamma=st.floats(0.01, 2.0),
+       lam=st.floats(0.05, 2.0))
+def test_l1_fit_meets_the_subgradient_optimality_conditions_and_never_increases_the_objective(
+        seed, act, kind, gamma, lam):
+    problem, x0, phi = layer_problem(seed, kind, activation(act), lam=lam)
+    objective = composite(phi, gamma)
+    x = sibp.l1_fit(problem, x0, gamma, 3000, 1e-12)
+    assert_l1_optimal(phi, x, gamma, 1e-5 * (1 + float(gradient(phi, x0).abs().max())))
+    values = [float(objective(sibp.l1_fit(problem, x0, gamma, k, 0.0))) for k in range(8)]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "identity"])
+def test_l1_fit_without_a_penalty_is_the_smooth_subproblem(act):
+    for kind in ("weight", "bias"):
+        problem, x0, phi = layer_problem(4, kind, activation(act))
+        torch.testing.assert_close(sibp.l1_fit(problem, x0, 0.0, 5000, 1e-12), sibp.nonlinear_cg(problem, x0, 200),
+                                   atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "sigmoid"])
+def test_the_conv_l1_update_meets_the_optimality_conditions(hidden):
+    gen = torch.Generator().manual_seed(7)
+    act = activation(hidden)
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).to(F64)
+    inputs = randn(gen, 5, 2, 7, 7) / 3
+    target = act.value(randn(gen, 5, 3, 4, 4))
+    weight, bias, lam, gamma = randn(gen, 3, 2, 3, 3), randn(gen, 3), 0.1, 0.5
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    new_weight, new_bias = sibp.prox_conv_layer(conv, inputs, act, target, lam, 5, l1=gamma, l1_iters=2000,
+                                                l1_tol=1e-12)
+
+    def phi_w(w):
+        return ((act.value(F.conv2d(inputs, w, bias, stride=2, padding=1)) - target) ** 2).sum() \
+            + ((w - weight) ** 2).sum() / (2 * lam)
+
+    def phi_b(b):
+        return ((act.value(F.conv2d(inputs, new_weight, b, stride=2, padding=1)) - target) ** 2).sum() \
+            + ((b - bias) ** 2).sum() / (2 * lam)
+
+    assert_l1_optimal(phi_w, new_weight, gamma, 1e-6)
+    assert_l1_optimal(phi_b, new_bias, gamma, 1e-6)
+    assert 0 < int((new_weight == 0).sum()) < new_weight.numel()
 
 
 # --- BCD -----------------------------------------------------------------------------------
