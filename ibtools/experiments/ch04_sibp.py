@@ -590,7 +590,7 @@ def mnist_scaled_configs(scale, lrs=None, methods=None, seeds=None, lams=None):
 # The baselines' rates at reduced scale: every rate of a grid, so that each comparison can give
 # SGD and Adam their best rate (chosen on the final test accuracy, which favours the baseline).
 SGD_RATES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-ADAM_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
+ADAM_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 BASELINE_SEEDS = 3  # seeds of the reduced small-set and dense-network presets
 
 # Figures 4-7: the rates are not in the paper; SGD at 0.1, BCD with gamma = lambda = 1, SIBP
@@ -1064,10 +1064,10 @@ def _cost_claims(cost: pd.DataFrame) -> list:
     from .. import claims as c
 
     ratio = cost.set_index("network")["SIBP/SGD"]
-    return [c.claim("cost", bool((ratio >= 10).all()),
-                    "An SIBP step costs an order of magnitude more than an SGD step on the networks timed.",
-                    "An SIBP step costs less than ten SGD steps on some network timed.",
-                    evidence=", ".join(f"{n}: {r:.1f}x" for n, r in ratio.items()) + " (median of timed blocks)")]
+    return [c.claim("cost", None,
+                    f"An SIBP step costs {ratio.min():.0f} to {ratio.max():.0f} times an SGD step on the networks "
+                    "timed: each layer solves two nonlinear problems by five CG iterations of several passes each.",
+                    evidence=", ".join(f"{n}: {r:.1f}x" for n, r in ratio.items()) + " (medians of timed blocks on this machine)")]
 
 
 def claims(*, vanishing=None, plane=None, mnist=None, scaled=None, deep=None, small=None, cifar=None, cg=None,
