@@ -374,3 +374,4 @@ def test_the_chapter_states_theorems_4_1_and_4_2_with_their_step_condition():
                    "Figure 6 is\n$N(0, 0.03)$"):
         assert needed in text, needed
     assert "batch *mean* (section 4.3)" in text and "hypothesis" in text
+    assert "one composite problem" in text and "`sibp.l1_fit`" in text  # the l1 variant as SIBP solves it
