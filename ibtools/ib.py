@@ -12,9 +12,13 @@ unit j (appendix A):
 
 with c_j = theta_j^T z the pre-activation. EB's step is (7) with alpha_j = sigma'(c_j) b_j; IB's
 alpha_j tends to it as lr -> 0. With a ridge term (mu > 0) and an asymptotically linear sigma,
-IB's step lr alpha_j z stays bounded as lr -> oo (section 4.1); with mu = 0 it need not: the
-relu's step for b < 0 is EB's full step lr b z wherever it moves, and the arctan's grows like
-lr^(1/3).
+IB's step lr alpha_j z stays bounded as lr -> oo (section 4.1), though the bound grows as
+1/mu (the relu's step for b < 0 tends to |b| ||z|| / mu - c / ||z||). The condition is
+sufficient, not necessary. With mu = 0 the step need not be bounded: the relu's step for b < 0
+is EB's full step lr b z wherever it moves, and the arctan's grows like lr^(1/3); but an
+activation flat outside [-1, 1] (the hardtanh, the smoothstep) never moves the pre-activation
+past the flat part's edge, a step of at most (|c| + 1) / ||z||, and the relu with b > 0 stops
+at the hinge, a step of at most c / ||z||.
 
 This module is the math: :func:`solve_alpha` solves (8) element-wise, in closed form for the
 identity, the relu (Table 1) and the arctan (a cubic, section 4.3), and by enumerating

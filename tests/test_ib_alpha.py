@@ -509,3 +509,32 @@ def test_the_arctan_alpha_is_the_root_closest_to_zero_even_where_a_farther_root_
 
     assert got == pytest.approx(min(roots, key=abs), abs=1e-12) == pytest.approx(0.2, abs=1e-12)
     assert objective(max(roots)) < objective(got) - 0.25
+
+
+# --- section 4.1's bound: mu > 0 is sufficient, not necessary ----------------------------------
+
+@pytest.mark.parametrize("name", ["hardtanh", "smoothstep"])
+def test_at_mu_0_flat_tailed_activations_move_q_at_most_past_the_flat_edge(name):
+    """(8) at mu = 0 with sigma flat outside [-1, 1]: no minimiser carries u = c - lr ||z||^2 alpha
+    beyond the flat part's edge, so the step moves q by at most |c| + 1 at every learning rate."""
+    rng = np.random.default_rng(0)
+    b = torch.tensor(rng.choice([-1.0, 1.0], 4000) * 10 ** rng.uniform(-2, 2, 4000), dtype=F64)
+    c = torch.tensor(rng.normal(0, 3, 4000), dtype=F64)
+    z_sq = torch.tensor(10 ** rng.uniform(-2, 2, 4000), dtype=F64)
+    for lr in (1.0, 1e3, 1e6, 1e9):
+        moved = (lr * z_sq * ib.solve_alpha(name, b, c, z_sq, lr, 0.0)).abs()
+        assert (moved <= c.abs() + 1 + 1e-9 * (1 + c.abs())).all()
+
+
+@pytest.mark.parametrize("mu", [0.1, 1e-2, 1e-4])
+def test_with_a_ridge_the_relus_step_for_negative_b_tends_to_norm_z_over_mu(mu):
+    """On the slope (c > 0) with b < 0, Table 1 gives alpha = b / (1 + lr mu); the step of (7),
+    theta (1/(1 + lr mu) - 1) - lr alpha z with theta = c z / ||z||^2, tends to
+    |b| ||z|| / mu - c / ||z|| as lr -> oo: bounded, but growing as 1/mu as the ridge shrinks."""
+    b, c, z_sq = -2.0, 0.5, 4.0
+    theta, z = torch.tensor([c / 2, 0.0], dtype=F64), torch.tensor([2.0, 0.0], dtype=F64)
+    for lr, rtol in ((1e6 / mu, 1e-5), (1e12 / mu, 1e-11)):
+        alpha = ib.solve_alpha("relu", torch.tensor(b, dtype=F64), torch.tensor(c, dtype=F64),
+                               torch.tensor(z_sq, dtype=F64), lr, mu)
+        step = float(torch.linalg.norm(theta * (1 / (1 + lr * mu) - 1) - lr * alpha * z))
+        assert step == pytest.approx(abs(b) * 2 / mu - c / 2, rel=rtol)
