@@ -75,6 +75,22 @@ def test_step_length_grows_for_eb_and_stays_bounded_for_ib_with_ridge():
         assert ib[-1] < 10 and ib[-1] / ib[0] < 1.1
 
 
+def test_the_ridge_figure_shows_each_panel_with_and_without_the_ridge():
+    lrs = [1e2, 1e4, 1e6]
+    table = ch02.ridge_step_table(lrs, c=0.5, mu=0.1)
+    assert list(dict.fromkeys(table.panel)) == ["relu, b = +1", "relu, b = -1", "arctan, b = +1",
+                                                "smoothstep, b = +1", "hardtanh, b = +1"]
+    ib = table[(table.method == "ib") & (table.lr == 1e6)].set_index(["panel", "mu"]).step
+    # the referee's numbers at eta = 1e6 (mu = 0.1 / mu = 0)
+    for panel, with_ridge, without in [("relu, b = +1", 0.5, 0.5), ("hardtanh, b = +1", 1.5, 1.5),
+                                       ("smoothstep, b = +1", 1.467, 1.5), ("arctan, b = +1", 2.5, 100.3),
+                                       ("relu, b = -1", 9.5, 1e6)]:
+        assert ib[panel, 0.1] == pytest.approx(with_ridge, abs=1e-3 * max(1, with_ridge))
+        assert ib[panel, 0.0] == pytest.approx(without, rel=1e-3)
+    assert ch02.growth_exponent(table, "relu", "ib", b=-1.0, mu=0.0) == pytest.approx(1.0)
+    assert abs(ch02.growth_exponent(table, "relu", "ib", b=-1.0, mu=0.1)) < 0.05
+
+
 # --- without a ridge term (mu = 0, chapter 3's setting) the step is not bounded ------------------
 
 LRS = np.logspace(0, 8, 33)
@@ -155,10 +171,11 @@ def chapter_tables():
     maps = {n: ch02.alpha_map_table(n, b=1.0, lrs=[0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
             for n in ("smoothstep", "arctan", "relu")}
     lrs = np.logspace(-2, 6, 33)
-    steps = ch02.step_length_table(["relu", "arctan", "smoothstep", "hardtanh"], b=1.0, c=0.5, lrs=lrs, mu=0.1)
+    steps = ch02.ridge_step_table(lrs, c=0.5, mu=0.1)
     no_ridge = ch02.no_ridge_step_table(lrs)
     overhead = pd.DataFrame({"architecture": ["MNIST classifier", "MNIST autoencoder", "RNN"],
-                             "IB/EB": [1.043, 1.164, 1.314], "bound, IB layers": [0.118, 0.00909, 0.0881]})
+                             "IB/EB": [1.043, 1.164, 1.314], "bound, IB layers": [0.118, 0.00909, 0.0881],
+                             "bound, whole step": [0.004051, 0.009092, 0.07184]})
     return relu, closest, maps, steps, no_ridge, overhead, ch02.table4_bounds()
 
 
@@ -169,7 +186,24 @@ def test_the_chapters_claims_have_evidence_and_the_expected_verdicts():
     assert all(c.evidence.strip() for c in found)
     assert claims.verdicts(found) == {
         "relu_stops_at_hinge": True, "relu_looks_past_flat": True, "closest_root_is_minimiser": False,
-        "alpha_agrees_at_small_lr": True, "bounded_with_ridge": True, "unbounded_without_ridge": True,
-        "measured_overhead": None, "table4_reproduced": False}
+        "alpha_agrees_at_small_lr": True, "alpha_exceeds_past_bend": True, "bounded_with_ridge": True,
+        "unbounded_without_ridge": True, "measured_overhead": None, "table4_reproduced": False}
     text = claims.markdown(found).data
     assert "c = 2.8" in text and "η^(1/3)" in text and "4.30%" in text and "11.33%" in text
+    by_name = {c.name: c for c in found}
+    # past the bend IB's alpha exceeds EB's (smoothstep at eta = 1, arctan at eta = 3)
+    past = by_name["alpha_exceeds_past_bend"].evidence
+    assert "smoothstep: +1.49 at c = 1.40, η = 1" in past and "arctan: +0.76 at c = 2.40, η = 3" in past
+    # the ridge is credited only where it changes the result: relu b < 0 and arctan
+    ridge = by_name["bounded_with_ridge"]
+    assert "(relu, b = -1; arctan, b = +1)" in ridge.text and "1/μ" in ridge.text
+    assert "relu, b = +1; smoothstep, b = +1; hardtanh, b = +1: bounded at μ = 0 too" in ridge.text
+    assert "relu, b = -1: IB 0.01 / 1.00 (step 9.5 / 1e+06)" in ridge.evidence
+    assert "arctan, b = +1: IB 0.00 / 0.33 (step 2.5 / 100.3)" in ridge.evidence
+    assert "hardtanh, b = +1: IB 0.00 / 0.00 (step 1.5 / 1.5)" in ridge.evidence
+    assert "hardtanh" in by_name["unbounded_without_ridge"].text and "smoothstep" in by_name["unbounded_without_ridge"].text
+    # the measured whole-step time is set beside the whole-step flop bound, not the IB layers' bound
+    cost = by_name["measured_overhead"].text
+    assert "4.30% (section 4.5's flop bound for the whole step 0.41%)" in cost and "11.80%" not in cost
+    assert "exceeds the flop bound in 3 of 3" in cost
+    assert "inferred" in by_name["table4_reproduced"].text
