@@ -28,8 +28,9 @@ describes vanishing gradients that ease as s grows from 0.01 to 0.03. Where a co
 Experiments (each with a ``reduced`` preset for the CPU and a ``full`` one with the paper's
 data, architecture and epochs):
 
-- ``sibp-vanishing`` (5.1, Figures 2-3): the scalar chain min sum_i (w7 ... w1 x_i - y_i)^2
-  over 10 random points, w_j ~ N(0.15, 0.01), by SIBP and SGD, stochastic (one point per
+- ``sibp-vanishing`` (5.1, Figures 2-3): the scalar chain min mean_i (w7 ... w1 x_i - y_i)^2
+  over 10 random points x_i ~ N(0, 1), y_i = x_i + 0.1 e_i, w_j ~ N(0.15, 0.01) (standard
+  deviation 0.01), by SIBP and SGD, stochastic (one point per
   step) and full batch, recording the loss and |w1^{k+1} - w1^k| at every step.
   :func:`power_gradient_table` tabulates the gradient of (w^7 - 1)^2 (Figure 2).
   ``sibp-chain-steps`` runs the same chain over a plane of step sizes (SGD's rate, SIBP's eta
@@ -251,9 +252,11 @@ def power_gradient_table(power: int = 7, low: float = -1.5, high: float = 1.5, c
 
 
 # (method, batch_size) -> (lr, lam). SIBP's eta and lambda and SGD's rate are not in the
-# paper; these are the largest, on a grid of 1-3-10 steps, that do not diverge on the seed-0
-# points (SGD at lr=1 diverges in full batch; SIBP at twice these eta or ten times lambda
-# leaves the vanishing region and then overshoots).
+# paper; they are set on a grid of 1-3-10 steps. On the seed-0 points SGD (both batch sizes)
+# and full-batch SIBP do not diverge in 600 steps (SGD at lr=1 diverges in full batch; SIBP at
+# twice the full-batch eta or ten times lambda leaves the vanishing region and then overshoots);
+# one point per step, SIBP at eta 0.003 overshoots and diverges after about 40 of the 600 steps
+# (the claim chain-stochastic), and the training loop stops it there.
 VANISHING_STEPS = {("sgd", 1): (0.3, 0.0), ("sgd", 10): (0.3, 0.0),
                    ("sibp", 1): (0.003, 1e4), ("sibp", 10): (0.01, 1e4)}
 
@@ -820,7 +823,8 @@ def _plane_claims(plane: pd.DataFrame) -> list:
     sgd, sibp = final[final.method == "sgd"], final[final.method == "sibp"]
     sgd_stable = sgd[~bad[sgd.index]]
     sgd_escapes = sgd_stable[sgd_stable.loss < 0.5 * sgd_stable["first"]]
-    escaped = sibp[~bad[sibp.index] & (sibp.loss < 0.01 * sibp["first"])]
+    sibp_stable = sibp[~bad[sibp.index]]
+    escaped = sibp_stable[sibp_stable.loss < 0.01 * sibp_stable["first"]]
     products = escaped.lr * escaped.lam
     return [
         c.claim("plane-sgd-stuck", sgd_escapes.empty,
@@ -828,13 +832,17 @@ def _plane_claims(plane: pd.DataFrame) -> list:
                 "SGD leaves the chain's plateau at some stable rate.",
                 evidence=f"SGD stable at {sorted(sgd_stable.lr)} with final loss >= {sgd_stable.loss.min():.3g} "
                          f"(start {sgd_stable['first'].max():.3g}); diverged at {sorted(sgd[bad[sgd.index]].lr)}; one seed"),
-        c.claim("plane-sibp-band", not escaped.empty and escaped.lr.max() < sgd_stable.lr.max(),
-                "SIBP leaves the plateau only in a band of steps narrower than SGD's stable rates: the implicit fit "
-                "buys progress on this problem, not a wider range of stable steps.",
-                "SIBP's band of useful steps is not narrower than SGD's stable rates.",
-                evidence=(f"{len(escaped)} of {len(sibp)} SIBP runs reach 1% of the starting loss, at eta "
-                          f"{escaped.lr.min():g} to {escaped.lr.max():g} and eta*lambda {products.min():g} to "
-                          f"{products.max():g}; SGD stable up to {sgd_stable.lr.max():g}; one seed"
+        c.claim("plane-sibp-band", not escaped.empty,
+                "SIBP leaves the chain's plateau in a band of its own steps, where SGD leaves it at none of its stable "
+                "rates. SGD's rate is a step on the weights, SIBP's eta a step on the output neuron with lambda the "
+                "weights' proximal parameter: the two grids share numbers, not a scale, so each method's ranges are "
+                "given in its own parameters and not set against the other's.",
+                "No SIBP run leaves the chain's plateau.",
+                evidence=(f"SIBP: stable in {len(sibp_stable)} of {len(sibp)} runs, at eta {sibp_stable.lr.min():g} to "
+                          f"{sibp_stable.lr.max():g}; reaches 1% of the starting loss in {len(escaped)}, at eta "
+                          f"{escaped.lr.min():g} to {escaped.lr.max():g} with lambda {escaped.lam.min():g} to "
+                          f"{escaped.lam.max():g} (eta*lambda {products.min():g} to {products.max():g}); SGD: stable at "
+                          f"rates {sgd_stable.lr.min():g} to {sgd_stable.lr.max():g}, leaves the plateau at none; one seed"
                           if not escaped.empty else "no SIBP run reaches 1% of the starting loss")),
     ]
 
@@ -870,11 +878,11 @@ def _table2_claims(mnist: pd.DataFrame, scaled: pd.DataFrame | None) -> list:
                 paper="Table 2: every SIBP and ProxBP row reaches training accuracy 0.986 or more"),
     ]
     if scaled is not None:
-        found += _scaled_claims(scaled)
+        found += _scaled_claims(scaled, mnist)
     return found
 
 
-def _scaled_claims(scaled: pd.DataFrame) -> list:
+def _scaled_claims(scaled: pd.DataFrame, mnist: pd.DataFrame) -> list:
     from .. import claims as c
 
     best_lr, sgd = best_rate(scaled, "sgd", "train_acc")
@@ -892,14 +900,20 @@ def _scaled_claims(scaled: pd.DataFrame) -> list:
     prox_vs = {lam: c.compare(v.dropna(), sgd, (f"ProxBP at lambda {lam:g}", label)).lower for lam, v in prox.items()}
     prox_below = [lam for lam, lower in prox_vs.items() if lower == "a"]
     seeds = int(values[large[0]].size)
+    unscaled = {lam: float(_final(mnist, "train_acc", method="sibp", lr=float(low_eta), lam=float(lam)).mean())
+                for lam in TABLE2_LAMS}  # the unscaled Table 2's row at the same eta on the batch mean
+    reproduces = all(abs(mean[(low_eta, lam)] - unscaled[lam]) <= 0.01 for lam in TABLE2_LAMS)
     row = lambda eta: ", ".join(f"{mean[(eta, lam)]:.3f}" for lam in TABLE2_LAMS)
     return [
         c.claim("table2-scaled-sibp", all(above),
                 f"With eta multiplied by the batch size {TABLE2_BATCH}, SIBP at Table 2's eta = 10 and eta = 1 trains "
-                "above SGD's best rate at every lambda, as in the paper, where unscaled eta = 1 is slow: the step gap "
-                "is consistent with reading the paper's eta as a step on a batch sum. The paper defines J_B as the "
-                "mean and gives no batch size, so this is a reading its text does not state; the other difference, "
-                "80 steps here against the paper's 30,000, is not tested.",
+                "above SGD's best rate at every lambda in the reduced 80 steps, where unscaled eta = 1 is slow (in the "
+                "paper SGD at its best rate and SIBP at eta 10 and 1 all reach training accuracy 1: a tie). This is "
+                "consistent with reading the paper's eta as a step on a batch sum, a reading that needs SIBP on a batch "
+                "sum and SGD on a batch mean (SGD's rates are left unscaled), which the paper does not state: it "
+                "defines J_B as the mean and gives no batch size. The test does not separate that reading from the "
+                "other difference, 80 steps here against the paper's tens of thousands: both predict that a larger "
+                "eta trains further in 80 steps.",
                 f"With eta multiplied by the batch size {TABLE2_BATCH}, SIBP at Table 2's eta = 10 and eta = 1 does not "
                 "train above SGD's best rate at every lambda: the batch-sum reading does not account for the step gap.",
                 evidence=f"means of {seeds} seeds over lambda = {', '.join(f'{l:g}' for l in TABLE2_LAMS)}: "
@@ -907,11 +921,17 @@ def _scaled_claims(scaled: pd.DataFrame) -> list:
                          f"(Table 2's {etas[1] / TABLE2_BATCH:g}): "
                          f"{row(etas[1])}; {label}: {c.summary(sgd).describe('.3f')}; every seed above SGD's in "
                          f"{sum(above)} of {len(large)} settings",
-                paper="Table 2: training accuracy 1 for eta 10 and 1 at every lambda"),
-        c.claim("table2-scaled-order", lowest_row,
-                f"Scaled, Table 2's eta = 0.1 row is the lowest of the three at every lambda, as in the paper.",
-                f"Scaled, Table 2's eta = 0.1 row is not the lowest of the three at every lambda.",
-                evidence=f"eta {low_eta:g} (Table 2's {low_eta / TABLE2_BATCH:g}): {row(low_eta)} (means of {seeds} seeds)",
+                paper="Table 2: training accuracy 1 for SIBP at eta 10 and 1 at every lambda and for SGD at lr 1 (test "
+                      "0.9814 to 0.9830 against SGD's 0.9826)"),
+        c.claim("table2-scaled-order", lowest_row and reproduces,
+                f"Scaled, Table 2's eta = 0.1 row is the lowest of the three at every lambda, as in the paper. That "
+                f"row is eta = {low_eta:g} on the batch mean, the unscaled reduced Table 2's eta = {low_eta:g} row, and "
+                "reproduces it to within 0.01 at every lambda.",
+                f"Scaled, Table 2's eta = 0.1 row is not the lowest of the three at every lambda, or does not "
+                f"reproduce the unscaled eta = {low_eta:g} row to within 0.01.",
+                evidence=f"eta {low_eta:g} (Table 2's {low_eta / TABLE2_BATCH:g}): {row(low_eta)} (means of {seeds} "
+                         f"seeds); unscaled eta {low_eta:g}: " + ", ".join(f"{v:.3f}" for v in unscaled.values())
+                         + " (one seed)",
                 paper="Table 2: 0.986 to 0.990 at eta 0.1 against 1 at eta 10 and 1"),
         c.claim("table2-scaled-proxbp", not prox_below,
                 f"ProxBP at eta = 0.1 x {TABLE2_BATCH} trains as well as SGD's best rate at every lambda.",
@@ -1019,17 +1039,19 @@ def _cg_claims(cg: pd.DataFrame) -> list:
     top = max(at_budget.values())
     best = " and ".join(str(k) for k, v in at_budget.items() if v == top)
     return [
-        c.claim("cg-epochs", bool(np.all(np.diff(last.train_acc.to_numpy()) > 0)),
-                "After the same two epochs, more CG iterations per step give a higher training accuracy.",
-                "More CG iterations per step do not give a higher training accuracy after the same epochs.",
-                evidence=", ".join(f"{k}: {v:.3f}" for k, v in last.train_acc.items()) + "; one seed"),
+        c.claim("cg-epochs", None,
+                "After the same two epochs, training accuracy by CG iterations per step, on one seed: no ordering is "
+                "claimed where two counts end close together (one seed gives no spread to compare with).",
+                evidence="iterations: " + ", ".join(f"{k}: {v:.3f}" for k, v in last.train_acc.items())
+                         + "; one seed, 784-256-64-256-10 on mnist-5k"),
         c.claim("cg-time", None,
                 f"At equal time in the updates ({budget:.2g} s, what one CG iteration per step takes for two epochs), "
                 f"{best} iterations per step reach the highest training accuracy.",
                 evidence="accuracy at the last evaluation within that time: "
                          + ", ".join(f"{k} iterations {v:.3f}" for k, v in at_budget.items())
-                         + "; one seed, times of one machine",
-                paper="Figure 13: 2 to 5 iterations are the most efficient"),
+                         + "; one seed; times measured on a machine shared with other runs, so they carry its load",
+                paper="Section 5.6, Figure 13: 5 iterations achieve higher training accuracy in terms of computation "
+                      "time (3072-4000-1000-4000-10 on CIFAR-10)"),
     ]
 
 
@@ -1043,10 +1065,11 @@ def _conv_claims(lenet: pd.DataFrame, prune: pd.DataFrame) -> list:
     zeros = ends.zero_weights.to_numpy(float)
     top = float(ends.l1.iloc[-1])
     return [
-        c.claim("lenet", versus.lower == "a",
-                "SIBP trains the paper's LeNet to a higher test accuracy than Adam in three epochs on digits.",
-                "SIBP does not reach a higher test accuracy than Adam on the LeNet.",
-                evidence=versus.evidence(), paper="Figure 9: SIBP above Adam on CIFAR-10 after 50 epochs"),
+        c.claim("lenet", None,
+                f"On the paper's LeNet, three epochs on digits, SIBP (eta 10, lambda 1) ends at test accuracy "
+                f"{sibp.mean():.3f} and Adam at its usual rate 1e-3, untuned, at {adam.mean():.3f}: an observation on "
+                "one seed each, not a comparison of the two methods.",
+                evidence=versus.evidence() + "; Adam at one rate", paper="Figure 9: SIBP above Adam on CIFAR-10 after 50 epochs"),
         c.claim("prune-zeros", bool(np.all(np.diff(zeros) > 0)),
                 "The larger the l1 weight gamma, the more of LeNet-5's weights SIBP leaves exactly zero.",
                 "The fraction of zero weights does not grow with gamma.",
