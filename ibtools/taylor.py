@@ -394,7 +394,13 @@ class TaylorRegret:
     # -- the optimum in hindsight ------------------------------------------------------------------
 
     def optimum(self, unit: Unit) -> tuple[float, torch.Tensor]:
-        """min_v sum_{n <= N} l^n(v) over the unit's weights (bias last), and a minimiser."""
+        """min_v sum_{n <= N} l^n(v) over the unit's weights (bias last), and a minimiser.
+
+        Unconstrained: v ranges over all weights, not over the bounded set H of diameter D
+        against which BBM (3)-(4) and the O(sqrt N) regret bounds hold (BBM section 2.1), so the
+        regret measured against it is not bounded by that theory. For the squared error the
+        minimiser is the least-norm one; for the cross-entropy L-BFGS approaches the infimum,
+        which is 0, at infinity, when the stored examples are separable."""
         state = self.state[unit]
         if isinstance(state, _Quadratic):
             return state.minimum()

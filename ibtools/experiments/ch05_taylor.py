@@ -13,7 +13,7 @@ from 1 (``depth``).
 Tasks:
 
 - ``autoencoder``: 784 -> 50 -> 30 -> 20 -> 30 -> 50 -> 784, relu after every hidden layer,
-  a linear output, the squared error to the (standardised) input, mini-batches of 64. The
+  a linear output, the squared error to the input (pixels scaled to [0, 1]), mini-batches of 64. The
   Taylor optimum is computed in closed form.
 - ``convnet``: three 5x5 convolutions of ``channels`` filters (64 in the paper), each with
   relu and 2x2 max pooling, a relu layer of ``fc`` units (192) and ten outputs, the
@@ -303,31 +303,58 @@ regret_convnet = _experiment("taylor-convnet", "Regret of the convnet's neurons 
 
 # --- the chapter's conclusions ---------------------------------------------------------------------
 
-# A curve of regret / sqrt(N) "levels off or falls" over the second half of training when its value
-# at the last checkpoint exceeds its value at the first checkpoint at or after half the last round
-# by at most this fraction (of that value's size). A regret growing like N rises by sqrt(2) ~ 1.41
-# over that span, one growing like sqrt(N) not at all.
-FLAT_TOLERANCE = 0.2
+# The growth of a regret curve over the last part of training: the least-squares slope of log
+# regret against log N over the checkpoints from half the last round to the last (for the
+# reduced autoencoder, rounds 177 to 315, a window of 1.78x). A regret growing like sqrt(N) has
+# exponent 1/2, one growing like N exponent 1. A curve is counted as consistent with sqrt(N)
+# when its exponent is at most SQRT_EXPONENT, or when it ends no higher than it stood at the
+# window's start (it falls, or changes sign downwards).
+SQRT_EXPONENT = 0.6
+# A regret whose size at the last checkpoint is below this fraction of the cumulative loss is at
+# numerical zero: a difference of two float32-accumulated sums of that size, with no growth to fit.
+NUMERICAL_ZERO = 1e-6
 # A cross-entropy Taylor optimum below this fraction of the cumulative loss counts as zero: the
 # stored losses are separable and L-BFGS approaches their infimum, 0 (see ibtools.taylor).
 ZERO_OPTIMUM = 1e-6
+# With one seed there is no spread to compare with: two final regrets within this fraction of the
+# larger one are not called different.
+SAME_GAP = 0.1
 
 
-def regret_growth(table: pd.DataFrame, tolerance: float = FLAT_TOLERANCE) -> pd.DataFrame:
+def growth_exponent(rounds, regret) -> float:
+    """The least-squares slope of log(regret) against log(rounds) over the checkpoints at or
+    after half the last round: the p of a regret growing like N^p there. NaN where the regret
+    is not positive at every one of those checkpoints (no power law to fit)."""
+    rounds, regret = np.asarray(rounds, dtype=float), np.asarray(regret, dtype=float)
+    window = rounds >= rounds[-1] / 2
+    if window.sum() < 2 or not (regret[window] > 0).all():
+        return float("nan")
+    return float(np.polyfit(np.log(rounds[window]), np.log(regret[window]), 1)[0])
+
+
+def regret_growth(table: pd.DataFrame, exponent: float = SQRT_EXPONENT, zero: float = NUMERICAL_ZERO) -> pd.DataFrame:
     """One row per tracked unit of every run of a ``taylor-*`` results table (rows of kind
-    "regret"): ``mid`` and ``last``, regret / sqrt(N) at the first checkpoint at or after half
-    the last round and at the last; ``flattens``, whether ``last <= mid + tolerance * |mid|``;
-    ``relative``, the final regret as a fraction of the final cumulative loss."""
+    "regret"): ``start`` and ``end``, the first checkpoint at or after half the last round and
+    the last; ``mid`` and ``last``, regret / sqrt(N) at those two checkpoints; ``exponent``, :func:`growth_exponent` of the curve;
+    ``zero``, whether the final regret is below ``zero`` times the final cumulative loss
+    (numerical zero, left out of the verdicts); ``flattens``, whether the curve is consistent
+    with sqrt(N): its exponent is at most ``exponent``, or its regret at the last checkpoint is
+    no higher than at the window's start; ``relative``, the final regret as a fraction of the
+    final cumulative loss."""
     keys = ["method", "lr", "scope", "depth", "neuron"]
     rows = []
     for key, curve in table[table.kind == "regret"].groupby(keys, dropna=False):
         curve = curve.sort_values("rounds")
         rounds = curve.rounds.to_numpy(dtype=float)
-        normalised = curve.regret.to_numpy(dtype=float) / np.sqrt(rounds)
+        regret = curve.regret.to_numpy(dtype=float)
+        normalised = regret / np.sqrt(rounds)
         i = int(np.searchsorted(rounds, rounds[-1] / 2))
-        mid, last = normalised[i], normalised[-1]
-        rows.append(dict(zip(keys, key), mid=mid, last=last, flattens=bool(last <= mid + tolerance * abs(mid)),
-                         relative=float(curve.regret.iloc[-1] / curve.cum_loss.iloc[-1])))
+        p = growth_exponent(rounds, regret)
+        rows.append(dict(zip(keys, key), start=int(rounds[i]), end=int(rounds[-1]), mid=normalised[i],
+                         last=normalised[-1], exponent=p,
+                         zero=bool(abs(regret[-1]) < zero * abs(curve.cum_loss.iloc[-1])),
+                         flattens=bool(regret[-1] <= regret[i] or p <= exponent),
+                         relative=float(regret[-1] / curve.cum_loss.iloc[-1])))
     return pd.DataFrame(rows)
 
 
@@ -375,29 +402,48 @@ def claims(convex: pd.DataFrame, autoencoder: pd.DataFrame, convnet: pd.DataFram
                  f"{share.iloc[-1]:.3f} at N = {int(convex.rounds.iloc[-1])}; one stream of {int(convex.rounds.iloc[-1])} rounds, "
                  f"{len(convex)} checkpoints"))
     growth = regret_growth(convex.assign(kind="regret", method="ogd", lr=0.0, scope="layer", depth=1, neuron=-1))
+    g = growth.iloc[0]
     found.append(claim(
         "convex-flattens", bool(growth.flattens.all()),
-        "Its ratio to sqrt(N) levels off (the theory bounds it).",
-        "Its ratio to sqrt(N) still rises over the second half of the rounds.",
-        evidence=f"regret / sqrt(N) {growth['mid'].iloc[0]:.2f} at N/2, {growth['last'].iloc[0]:.2f} at N"))
+        "Its ratio to sqrt(N) levels off: over the last half of the rounds it grows no faster than sqrt(N).",
+        "Over the last half of the rounds it grows faster than sqrt(N).",
+        evidence=f"regret ~ N^{g.exponent:.2f} over rounds {g.start} to {g.end} (least-squares slope of log regret on "
+                 f"log N); regret / sqrt(N) {g.mid:.2f} at N = {g.start}, {g['last']:.2f} at N = {g.end}"))
 
     # the autoencoder
     ae = regret_growth(autoencoder)
-    rising = ae[~ae.flattens]
+    live = ae[~ae.zero]
+    rising = live[~live.flattens]
     layers = ae[ae.scope == "layer"]
     runs = autoencoder[["method", "lr"]].drop_duplicates()
+    window = f"rounds {int(ae.start.iloc[0])} to {int(ae.end.iloc[0])} (a window of {ae.end.iloc[0] / ae.start.iloc[0]:.2f}x)"
+
+    def growth_of(r) -> str:
+        return (f"N^{r.exponent:.2f}" if np.isfinite(r.exponent)
+                else f"it falls, {r.mid * np.sqrt(r.start):.3f} to {r.last * np.sqrt(r.end):.3f}")
+
+    preset = layers[[np.isclose(r.lr, preset_rate("autoencoder", r.method)) for r in layers.itertuples()]]
+    fast = preset[~preset.flattens]
+    slow = preset[preset.flattens]
+    neuron_live = live[live.scope == "neuron"]
     found.append(claim(
-        "autoencoder-sqrt-n", bool(ae.flattens.all()),
-        "On the autoencoder, regret divided by sqrt(N) levels off or falls over the second half of training for every "
-        "tracked neuron and for the whole layer, for all three optimizers at all three rates.",
-        f"On the autoencoder, regret divided by sqrt(N) levels off or falls over the second half of training for "
-        f"{ae.flattens.sum()} of {len(ae)} tracked neurons and layers, not all: {len(rising)} still rise, though each of "
-        f"their regrets is below {rising.relative.abs().max():.2%} of the cumulative loss.",
-        evidence=f"{len(runs)} runs (3 optimizers x 3 rates), {one_seed} each; a curve flattens when regret/sqrt(N) "
-                 f"grows by at most {FLAT_TOLERANCE:.0%} from N/2 to N = 315; rising: "
-                 f"{_count(int((rising.scope == 'layer').sum()), 'layer')} "
-                 f"({', '.join(f'{r.method} at {r.lr:g}' for r in rising[rising.scope == 'layer'].itertuples()) or 'none'}), "
-                 f"{_count(int((rising.scope == 'neuron').sum()), 'neuron')}",
+        "autoencoder-sqrt-n", bool(live.flattens.all()),
+        "On the autoencoder the regret grows no faster than sqrt(N) over the last part of training for every tracked "
+        "neuron and for the whole layer, for all three optimizers at all three rates.",
+        f"On the autoencoder the whole layer's regret grows faster than sqrt(N) over the last part of training for "
+        + (" and ".join(f"{NAMES[r.method]} (like {growth_of(r)})" for r in fast.itertuples()) or "no optimizer")
+        + " at their preset rates (one seed, 315 rounds); only "
+        + (" and ".join(f"{NAMES[r.method]}'s curve ({growth_of(r)})" for r in slow.itertuples()) or "no curve")
+        + f" is consistent with sqrt(N). Over all rates, {len(rising)} of {len(live)} curves grow faster than "
+        f"N^{SQRT_EXPONENT:g}, though each of their regrets is below {rising.relative.abs().max():.2%} of the cumulative loss.",
+        evidence=f"exponent p of regret ~ N^p fitted over {window}; layer 3: "
+                 + ", ".join(f"{r.method} at {r.lr:g} {growth_of(r).replace('it falls, ', 'falls ')}" for r in layers.itertuples())
+                 + f"; neurons, median p by optimizer: "
+                 + ", ".join(f"{m} {neuron_live[neuron_live.method == m].exponent.median():.2f}" for m in OPTIMIZERS)
+                 + f"; a curve counts as consistent with sqrt(N) when p <= {SQRT_EXPONENT:g} or it ends lower than at "
+                 f"round {int(ae.start.iloc[0])}; {int(ae.zero.sum())} curves at numerical zero (|regret| below "
+                 f"{NUMERICAL_ZERO:g} of the cumulative loss) left out; {len(runs)} runs (3 optimizers x 3 rates), "
+                 f"{one_seed} each, {int(ae.end.iloc[0])} rounds",
         paper="Figure 4(b): the regret of all methods scales as sqrt(N)"))
     found.append(claim(
         "autoencoder-regret-small", bool(layers.relative.abs().max() < 0.05),
@@ -415,20 +461,34 @@ def claims(convex: pd.DataFrame, autoencoder: pd.DataFrame, convnet: pd.DataFram
         "of the three optimizers at their rates.",
         evidence="cumulative loss " + ", ".join(f"{m} {cum[m]:.1f}" for m in OPTIMIZERS) + f"; {one_seed}"))
     gap = {m: at_rate[m].regret for m in OPTIMIZERS}
-    adaptive_smaller = [compare([gap[m]], [gap["sgd"]], (m, "sgd")).lower == "a" for m in ("adam", "rmsprop")]
+
+    def versus_sgd(m: str) -> str:
+        if abs(gap[m] - gap["sgd"]) <= SAME_GAP * max(abs(gap[m]), abs(gap["sgd"])):
+            return "same"
+        return "below" if compare([gap[m]], [gap["sgd"]], (m, "sgd")).lower == "a" else "above"
+
+    side = {m: versus_sgd(m) for m in ("adam", "rmsprop")}
     found.append(claim(
-        "autoencoder-gap", all(adaptive_smaller),
+        "autoencoder-gap", all(v == "below" for v in side.values()),
         "The gap between the loss paid and the layer's Taylor optimum is smaller for the adaptive optimizers than for SGD.",
-        ("Only Adam's gap between the loss paid and the layer's Taylor optimum is below SGD's; RMSProp's is not."
-         if adaptive_smaller[0] else "The adaptive optimizers' gap to the layer's Taylor optimum is not below SGD's."),
+        "The adaptive optimizers' gaps to the layer's Taylor optimum are not all below SGD's: " + "; ".join(
+            f"{NAMES[m]}'s is " + {"below": "below it", "above": "above it",
+                                   "same": f"indistinguishable from it (within {SAME_GAP:.0%}, one seed)"}[v]
+            for m, v in side.items()) + ".",
         evidence="layer-3 regret at 315 rounds, each at its rate: " + ", ".join(f"{m} {gap[m]:.3f}" for m in OPTIMIZERS)
-                 + f"; {one_seed}, so no spread to compare with",
+                 + f"; {one_seed}, so no spread to compare with: a difference within {SAME_GAP:.0%} counts as none; "
+                 "RMSProp's and SGD's still growing",
         paper="Figure 4(c): the gap is smaller for the adaptive optimizers"))
+    adam = _final_regret(autoencoder, "adam")
+    others = adam[~np.isclose(adam.lr, preset_rate("autoencoder", "adam"))].sort_values("lr")
     found.append(claim(
         "autoencoder-negative-regret", bool(gap["adam"] < 0),
-        "Adam's layer-3 regret is negative at the end: the learner moves, the comparator is one fixed V.",
-        "Adam's layer-3 regret stays positive.",
-        evidence=f"{gap['adam']:.3f} at 315 rounds; {one_seed}"))
+        "At its preset rate only, Adam's layer-3 regret is negative at the end: the learner moves, the comparator is "
+        "one fixed V. At the other two rates it is positive.",
+        "Adam's layer-3 regret stays positive at its preset rate.",
+        evidence=f"{gap['adam']:.3f} at 315 rounds at lr {preset_rate('autoencoder', 'adam'):g} "
+                 f"({abs(gap['adam']) / cum['adam']:.1%} of the cumulative loss); "
+                 + ", ".join(f"{r.regret:.3f} at lr {r.lr:g}" for r in others.itertuples()) + f"; {one_seed}"))
 
     # the convnet
     zero = zero_optimum(convnet)
@@ -460,14 +520,23 @@ def claims(convex: pd.DataFrame, autoencoder: pd.DataFrame, convnet: pd.DataFram
         evidence="zero optimum among neuron checkpoints up to that round, all optimizers: " + ", ".join(
             f"convolution {int(d)} {int(r.zero)} of {int(r.units)}" for d, r in by_depth.iterrows())))
     cv = regret_growth(convnet)
+    cv_layers = cv[cv.scope == "layer"].set_index("method")
+    share = {m: float(cv_layers.loc[m, "relative"]) for m in OPTIMIZERS}
     found.append(claim(
-        "convnet-sqrt-n", bool(cv.flattens.all()),
-        "Past that phase, regret divided by sqrt(N) levels off or falls for every tracked neuron and the whole first "
-        "convolution, for all three optimizers.",
-        f"Regret divided by sqrt(N) still rises over the second half for {int((~cv.flattens).sum())} of {len(cv)} "
-        "tracked neurons and layers of the convnet.",
-        evidence=f"{len(cv)} curves (3 optimizers x (9 neurons + 1 layer)), {one_seed}; growth of regret/sqrt(N) from "
-                 f"N/2 to N = 160 at most {(cv['last'] / cv['mid']).max():.2f}x",
+        "convnet-sqrt-n", bool(cv[~cv.zero].flattens.all()),
+        "Past that phase, the regret of every tracked neuron and of the whole first convolution grows no faster than "
+        "sqrt(N) over the second half of the rounds, for all three optimizers; but the layer's regret is most of the "
+        "cumulative loss for " + " and ".join(NAMES[m] for m in OPTIMIZERS if share[m] > 0.5)
+        + ", so its ratio to sqrt(N) mostly follows the decay of the training loss.",
+        f"The regret of {int((~cv[~cv.zero].flattens).sum())} of {len(cv)} tracked neurons and layers of the convnet "
+        "grows faster than sqrt(N) over the second half of the rounds.",
+        evidence=f"exponent p of regret ~ N^p over rounds {int(cv.start.iloc[0])} to {int(cv.end.iloc[0])}; first "
+                 "convolution: " + ", ".join(
+                     f"{m} " + (f"N^{cv_layers.loc[m, 'exponent']:.2f}" if np.isfinite(cv_layers.loc[m, "exponent"])
+                                else "falls") + f" ({share[m]:.0%} of the cumulative loss)" for m in OPTIMIZERS)
+                 + "; neurons, largest p: " + ", ".join(
+                     f"{m} {cv[(cv.scope == 'neuron') & (cv.method == m)].exponent.max():.2f}" for m in OPTIMIZERS)
+                 + f"; {len(cv)} curves (3 optimizers x (9 neurons + 1 layer)), {one_seed}",
         paper="Figures 3(a) and 4(a): regret scales as sqrt(N)"))
     dominant = []
     for method in OPTIMIZERS:
@@ -484,14 +553,13 @@ def claims(convex: pd.DataFrame, autoencoder: pd.DataFrame, convnet: pd.DataFram
                  + f"; {one_seed}"))
     acc = {m: claims_per_seed(convnet, "test_acc", m) for m in OPTIMIZERS}
     top = max(acc, key=lambda m: acc[m].mean())
-    others = [compare(acc[m], acc[top], (m, top)).lower == "a" for m in OPTIMIZERS if m != top]
     found.append(claim(
-        "convnet-accuracy", all(others),
-        f"After 5 epochs on digits {NAMES[top]} has the highest test accuracy.",
-        "After 5 epochs on digits no optimizer's test accuracy is clearly ahead.",
+        "convnet-accuracy", None,
+        f"After 5 epochs on digits, not trained to convergence, {NAMES[top]} has the highest test accuracy of the three "
+        "at their rates.",
         evidence="test accuracy " + ", ".join(f"{m} {acc[m].mean():.3f}" for m in OPTIMIZERS)
-                 + f"; {one_seed}, 1,000 test digits",
-        paper="CIFAR-10 after full training: all three reach >= 99% training accuracy"))
+                 + f"; {one_seed}, 1,000 test digits, rates the paper tuned for CIFAR-10 (SGD's from chapter 5's sweep)",
+        paper="a different quantity: training accuracy at convergence on CIFAR-10, >= 99% for all three"))
     return found
 
 
