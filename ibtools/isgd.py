@@ -186,10 +186,22 @@ class ExactISGD(torch.optim.Optimizer):
     computes the loss on the current batch, calls ``backward`` and returns the loss. It is
     called once per inner step; ``step`` returns its first value, the loss at theta_t.
     Parameters without a gradient are left alone, as in ``torch.optim.SGD``.
+
+    The scale of the inner objective is the book's reading of the paper, which says only "100
+    gradient descent steps of (1) at a learning rate 10 times smaller": the inner steps descend
+    eq. (1) divided by 2 lr (see :func:`exact_isgd_inner`).
+
+    A closure that draws random numbers (dropout in training mode) draws new ones at every
+    inner step by default, so the inner steps descend a different sample of eq. (1) each.
+    With ``fixed_noise=True`` the generators of the CPU and of the parameters' CUDA devices are
+    reset before each inner step to their state at the start of the outer step, so every inner
+    step sees the same draws (one dropout mask per outer step) and the descent minimises one
+    fixed eq. (1); afterwards they are left as one closure call leaves them. A closure that
+    draws nothing gives the same result either way.
     """
 
     def __init__(self, params, lr: float, mu: float = 0.0, inner_steps: int = 100,
-                 inner_lr_ratio: float = 0.1):
+                 inner_lr_ratio: float = 0.1, fixed_noise: bool = False):
         if not isinstance(inner_steps, int) or inner_steps < 1:
             raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}; the paper uses 100")
         if not isinstance(inner_lr_ratio, (int, float)) or not 0 < inner_lr_ratio < math.inf:
@@ -198,6 +210,19 @@ class ExactISGD(torch.optim.Optimizer):
         defaults = dict(lr=check_lr(lr), mu=_check_mu(mu), inner_steps=inner_steps,
                         inner_lr_ratio=inner_lr_ratio)
         super().__init__(params, defaults)
+        self.fixed_noise = bool(fixed_noise)
+
+    def _rng_state(self):
+        devices = sorted({p.device.index or 0 for group in self.param_groups for p in group["params"]
+                          if p.device.type == "cuda"})
+        return torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in devices]
+
+    @staticmethod
+    def _set_rng_state(state) -> None:
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        for device, device_state in cuda:
+            torch.cuda.set_rng_state(device_state, device)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
@@ -210,11 +235,16 @@ class ExactISGD(torch.optim.Optimizer):
             )
         anchors = [[p.detach().clone() for p in group["params"]] for group in self.param_groups]
         first_loss = None
+        start = self._rng_state() if self.fixed_noise else None
+        after_first = None
         for k in range(max(group["inner_steps"] for group in self.param_groups)):
+            if start is not None and k > 0:
+                self._set_rng_state(start)
             with torch.enable_grad():
                 loss = closure()
             if first_loss is None:
                 first_loss = loss
+                after_first = self._rng_state() if self.fixed_noise else None
             for group, group_anchors in zip(self.param_groups, anchors):
                 if k >= group["inner_steps"]:
                     continue
@@ -223,6 +253,8 @@ class ExactISGD(torch.optim.Optimizer):
                 for p, anchor in zip(group["params"], group_anchors):
                     if p.grad is not None:
                         p.copy_(exact_isgd_inner(p, p.grad, anchor, lr, inner_lr, mu))
+        if after_first is not None:
+            self._set_rng_state(after_first)
         return first_loss
 
 

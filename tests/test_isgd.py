@@ -420,6 +420,46 @@ def test_exact_isgd_solves_the_implicit_equation_for_a_network():
         torch.testing.assert_close(p.detach(), old - lr * (p.grad + mu * p.detach()), rtol=1e-9, atol=1e-9)
 
 
+def _dropout_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Dropout(0.5),
+                               torch.nn.Linear(8, 1)).double()
+
+
+@pytest.mark.parametrize("fixed_noise, solves", [(True, True), (False, False)])
+def test_exact_isgd_with_fixed_noise_solves_the_implicit_equation_for_one_dropout_mask(fixed_noise, solves):
+    model = _dropout_net()
+    X, y = randn(1, 16, 3), randn(2, 16)
+    lr = 0.5
+    optimizer = isgd.ExactISGD(model.parameters(), lr=lr, inner_steps=1000, fixed_noise=fixed_noise)
+    closure = BatchClosure(model, least_squares, optimizer, X, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(7)
+    optimizer.step(closure)
+    after_step = torch.get_rng_state()
+    torch.manual_seed(7)
+    closure()  # gradients at theta+ under the mask the step's first inner step drew
+    # the generator is left as one closure call leaves it (fixed_noise) or as 1000 calls do
+    assert torch.equal(after_step, torch.get_rng_state()) == fixed_noise
+    residual = max(float((p.detach() - (old - lr * p.grad)).abs().max())
+                   for p, old in zip(model.parameters(), before))
+    assert (residual < 1e-9) == solves
+
+
+def test_exact_isgd_without_random_draws_is_the_same_with_fixed_noise():
+    results = []
+    for fixed_noise in (False, True):
+        model = _dropout_net().eval()  # no dropout in evaluation mode: the closure draws nothing
+        X, y = randn(1, 16, 3), randn(2, 16)
+        optimizer = isgd.ExactISGD(model.parameters(), lr=2.0, inner_steps=20, fixed_noise=fixed_noise)
+        torch.manual_seed(3)
+        optimizer.step(BatchClosure(model, least_squares, optimizer, X, y))
+        results.append(([p.detach().clone() for p in model.parameters()], torch.get_rng_state()))
+    for p, q in zip(results[0][0], results[1][0]):
+        assert torch.equal(p, q)
+    assert torch.equal(results[0][1], results[1][1])
+
+
 def test_exact_isgd_requires_a_closure():
     model, _, _ = _linear_problem()
     with pytest.raises(ValueError, match="closure"):
