@@ -66,6 +66,22 @@ def test_exact_isgd_network_run_trains_and_reports_accuracy():
     assert 0.0 <= epochs[-1]["test_acc"] <= 1.0
 
 
+def test_exact_isgd_draws_one_dropout_mask_per_outer_step(monkeypatch):
+    # the paper's convolutional network has dropout 0.5; its inner descent keeps one mask per step
+    made = []
+    original = ch01.isgd.ExactISGD
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ch01.isgd, "ExactISGD", recording)
+    config = ch01.ExactNetConfig(method="exact-isgd", lr=0.1, architecture="convnet", inner_steps=1)
+    assert any(isinstance(m, torch.nn.Dropout) for m in ch01.build_network(config.architecture).modules())
+    ch01.run_exact_net(config)
+    assert made and all(kwargs.get("fixed_noise") is True for kwargs in made)
+
+
 def test_presets_reduced_is_small_and_full_is_the_papers_setup():
     reduced, full = ch01.exact_net.grid("reduced"), ch01.exact_net.grid("full")
     assert {c.dataset for c in reduced} == {"mnist-5k"}
@@ -166,7 +182,10 @@ def test_the_committed_results_are_what_rerunning_their_runs_gives():
     convex, net = committed("isgd-convex"), committed("isgd-exact-net")
     reruns = [(convex, ch01.ConvexConfig(problem="logistic", method="esgd", lr=100.0, seed=1), ch01.run_convex),
               (convex, ch01.ConvexConfig(problem="least-squares", method="isgd", lr=100.0, seed=0), ch01.run_convex),
-              (net, ch01.ExactNetConfig(method="esgd", lr=9.49), ch01.run_exact_net)]
+              (net, ch01.ExactNetConfig(method="esgd", lr=9.49), ch01.run_exact_net),
+              # exact ISGD with one dropout mask per outer step: the dense head has no dropout, so the
+              # committed run is unchanged
+              (net, ch01.ExactNetConfig(method="exact-isgd", lr=0.3), ch01.run_exact_net)]
     for table, config, run in reruns:
         rows = epoch_rows(run(config))
         match = table[(table.kind == "epoch") & np.isclose(table.lr, config.lr) & (table.method == config.method)
@@ -192,7 +211,7 @@ EXPECTED = {
     "stable-is-not-accurate": True,
     "network-esgd-fails": None,
     "exact-isgd-collapses": True,
-    "exact-isgd-ahead": True,
+    "exact-isgd-ahead": None,
 }
 
 
@@ -204,9 +223,23 @@ def test_the_chapters_claims_on_its_data_have_evidence_and_the_expected_verdicts
     assert claims.verdicts(found) == EXPECTED
     assert all(c.evidence.strip() for c in found)
     text = {c.name: c.text for c in found}
-    # exact ISGD collapses at the two largest rates, ten times ESGD's failure rate
-    collapse = "from η = 9.49 (the 2 largest rates of the grid), 10 times ESGD's failure rate"
-    assert collapse in text["exact-isgd-collapses"]
+    evidence = {c.name: c.evidence for c in found}
+    # exact ISGD collapses at the two largest rates; on a half-decade grid with one seed the ratio of
+    # the two onsets is known only within (3/0.949, 9.49/0.3] = (3.16, 31.6]
+    assert "from η = 9.49 (the 2 largest rates of the grid)" in text["exact-isgd-collapses"]
+    assert "between 3.16 and 31.6 times ESGD's, consistent with the ~10 times" in text["exact-isgd-collapses"]
+    assert "beyond the range the paper tested" in text["exact-isgd-collapses"]
+    # the per-rate test-accuracy gaps are about one binomial standard error of 1,000 digits
+    assert "0.012 to 0.016, within two standard errors: too little to call on one seed" in text["exact-isgd-ahead"]
+    assert "standard error of a test accuracy near 0.85 on 1,000 digits 0.011" in evidence["exact-isgd-ahead"]
+    assert "by 0.038" in text["exact-isgd-ahead"] and "100 times the gradient evaluations" in text["exact-isgd-ahead"]
+    # least squares: 0.1 is not divergent but far from trained; 2/mean||x||^2 is a heuristic, 2/max the bound
+    ls = text["least-squares-esgd-threshold"]
+    assert "does not diverge up to η = 0.1, though there it ends at 0.80 ± 0.58, 3.5 times its best" in ls
+    assert "heuristic 2/‖x‖² = 0.18" in ls and "2/max‖x‖² = 0.040" in ls
+    assert "8.5% of the examples have η‖x‖² > 2" in evidence["least-squares-esgd-threshold"]
+    # logistic: the first step past the best (0.1 -> 0.316) is barely beyond two seeds' spread
+    assert "plainly from η = 0.316 on" in text["logistic-esgd-grows"]
     assert "fails from η = 0.949" in text["network-esgd-fails"]
     # logistic ESGD crosses the training-loss threshold in one run only
     assert "diverges in 1 of its 22 runs (η = 100)" in text["logistic-esgd-grows"]
