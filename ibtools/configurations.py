@@ -515,3 +515,39 @@ def count_linear_pieces(model: nn.Module, xs) -> int:
     grid = _grid(model, xs).sort().values
     configuration = activation_configuration(model, grid[:, None])
     return int((configuration[1:] != configuration[:-1]).any(dim=1).sum()) + 1
+
+
+def singular_spectrum(A, k: int = 50, *, floor: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part of :func:`log_singular_volume` that does not depend on its floor: for each unit
+    m, of the first k' = min(k, N - 1, D) singular values sigma_i of the centred record X_m,
+
+        r_m = #{i <= k' : sigma_i > floor sqrt(N D)},   s_m = sum_{i <= k', sigma_i > floor sqrt(N D)} log sigma_i,
+
+    so that log_singular_volume(A, k, floor=floor) = s + (k' - r) log(floor sqrt(N D)). A unit
+    whose response never changes has r = 0 and s = 0; r counts the directions of configuration
+    space the unit's record spans, s their log-volume.
+
+    Two length M tensors on A's device, in unit order: r (int64) and s (float64). Raises
+    ValueError as :func:`log_singular_volume` does.
+    """
+    A = _as_configurations(A)
+    N, D, M = A.shape
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}; the paper uses k = 50")
+    if not isinstance(floor, (int, float)) or not 0 < floor < 1:
+        raise ValueError(f"floor must be a number in (0, 1), got {floor!r}; the default is 1e-12")
+    if N < 2 or D < 1:
+        raise ValueError(f"the volume needs N >= 2 rounds and D >= 1 data points, got N = {N}, D = {D}")
+    rank = min(k, N - 1, D)
+    least = floor * math.sqrt(N * D)
+    counts = torch.empty(M, dtype=torch.int64, device=A.device)
+    logs = torch.empty(M, dtype=torch.float64, device=A.device)
+    step = max(1, _BLOCK_ELEMENTS // (N * D))
+    for start in range(0, M, step):
+        X = A[:, :, start:start + step].permute(2, 0, 1).to(torch.float64)
+        X = X - X.mean(dim=1, keepdim=True)
+        sigma = torch.linalg.svdvals(X)[:, :rank]
+        above = sigma > least
+        counts[start:start + step] = above.sum(dim=1)
+        logs[start:start + step] = torch.where(above, sigma.clamp_min(least).log(), torch.zeros_like(sigma)).sum(dim=1)
+    return counts, logs

@@ -32,12 +32,16 @@ def check_measures(table: pd.DataFrame, epochs: int, units: int, points: int):
     assert list(hamming.step) == list(range(1, epochs + 1))
     assert ((hamming.value >= 0) & (hamming.value <= units * points)).all()
     np.testing.assert_allclose(hamming.fraction, hamming.value / (units * points))
-    for kind in ("switches", "volume"):
+    for kind in ("switches", "volume", "volume_rank", "volume_above"):
         curve = table[table.kind == kind]
         assert curve["rank"].iloc[0] == 0.0 and curve["rank"].iloc[-1] == 1.0
         assert (np.diff(curve.value) <= 1e-12).all()  # sorted, largest first
     switches = table[table.kind == "switches"].value
     assert ((switches >= 0) & (switches <= 1)).all()
+    k = min(50, epochs, points)  # k' = min(k, records - 1, points)
+    assert last.volume_k == k
+    span = table[table.kind == "volume_rank"].value
+    assert ((span >= 0) & (span <= k) & (span == span.round())).all()
 
 
 def test_a_cut_down_autoencoder_run_records_every_epoch_and_the_three_measures():

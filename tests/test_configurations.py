@@ -154,6 +154,62 @@ def test_unit_that_never_changes_gets_the_floor():
     assert math.isfinite(floor_value)
 
 
+def test_singular_spectrum_is_the_volume_without_its_floor():
+    """r counts the singular values above the floor and s sums their logs, so the floored volume
+    is s + (k' - r) log(floor sqrt(N D)); a unit that never changes has r = 0, s = 0, and the
+    count does not move when the floor moves by orders of magnitude."""
+    gen = torch.Generator().manual_seed(1)
+    A = torch.rand(7, 9, 5, generator=gen) < 0.5
+    A[:, :, 2] = A[0, :, 2]
+    N, D, M = A.shape
+    k = min(50, N - 1, D)
+    r, s = cf.singular_spectrum(A)
+    least = math.log(1e-12 * math.sqrt(N * D))
+    torch.testing.assert_close(s + (k - r).double() * least, cf.log_singular_volume(A, sort=False))
+    assert r[2] == 0 and s[2] == 0
+    for m in range(M):  # brute force
+        X = A[:, :, m].double().numpy()
+        sigma = np.linalg.svd(X - X.mean(0), compute_uv=False)[:k]
+        above = sigma[sigma > 1e-12 * math.sqrt(N * D)]
+        assert int(r[m]) == len(above) and float(s[m]) == pytest.approx(np.log(above).sum(), abs=1e-9)
+    assert torch.equal(cf.singular_spectrum(A, floor=1e-6)[0], r)
+
+
+def test_the_floored_volume_is_dominated_by_its_floor():
+    """A unit that moves in one direction of configuration space pays k' - 1 floors in the floored
+    volume, each log(1e-12 sqrt(N D)) ~ -22.7 here, whatever the floor's arbitrary 1e-12; the span
+    counts its one direction."""
+    gen = torch.Generator().manual_seed(2)
+    A = torch.zeros(21, 30, 2, dtype=torch.bool)
+    A[:, :, 0] = torch.rand(21, 30, generator=gen) < 0.5  # spans all 20 directions
+    A[1::2, :3, 1] = True  # switches on 3 points together: one direction
+    r, _ = cf.singular_spectrum(A)
+    assert r.tolist() == [20, 1]
+    # the one-direction unit pays 19 floors of log(1e-12 sqrt(N D)) ~ -22.7 each
+    v = cf.log_singular_volume(A, sort=False)
+    assert v[1] < v[0] - 19 * 20
+
+
+def test_mean_novelty_equals_mean_switches_when_the_nearest_earlier_epoch_is_the_previous():
+    """Mean over epochs of min_k ||A_n - A_k||^2 / (D M) and the mean over points of the switches
+    are the same sum when each epoch's nearest earlier configuration is the previous one (units
+    that only ever switch on); with a return to an earlier configuration they differ."""
+    N, D, M = 6, 4, 5
+    gen = torch.Generator().manual_seed(3)
+    order = torch.randperm(D * M, generator=gen)
+    A = torch.zeros(N, D * M, dtype=torch.bool)
+    for n in range(1, N):
+        A[n] = A[n - 1]
+        A[n, order[3 * (n - 1):3 * n]] = True
+    A = A.reshape(N, D, M)
+    novelty = (cf.min_hamming_to_previous(A) / (D * M)).mean()
+    switches = cf.switches_per_point(A).mean()
+    assert float(novelty) == pytest.approx(float(switches), rel=1e-12)
+    back = torch.cat([A, A[:1]])  # the last epoch returns to the first configuration
+    novelty = (cf.min_hamming_to_previous(back) / (D * M)).mean()
+    assert float(novelty) < float(cf.switches_per_point(back).mean())
+
+
 def test_measures_reject_bad_input():
     with pytest.raises(ValueError, match="A.bool"):
         cf.min_hamming_to_previous(HAND.int())

@@ -12,9 +12,15 @@ the run adds the three measures of Figure 5:
 - rows of kind ``"switches"``: the switches of each data point's configuration over all epochs
   as a fraction of the possible ones, sorted in decreasing order and sampled at 201 evenly
   spaced ranks (``rank`` in [0, 1]);
-- rows of kind ``"volume"``: the log-product of the first 50 singular values of each neuron's
-  (epochs x points) matrix with its time-mean removed, over the first ``volume_epochs`` epochs,
-  sorted in decreasing order and sampled the same way.
+- rows of kind ``"volume"``: the log-product of the first k' = min(50, records - 1) singular
+  values of each neuron's (records x points) matrix with its time-mean removed, over the first
+  ``volume_epochs`` epochs, each value below 1e-12 sqrt(records x points) counted as that floor
+  (:func:`ibtools.configurations.log_singular_volume`), sorted in decreasing order and sampled
+  the same way; the last row's ``volume_k`` is k';
+- rows of kind ``"volume_rank"`` and ``"volume_above"``: the floor-free part of the same
+  (:func:`ibtools.configurations.singular_spectrum`): the number of each neuron's first k'
+  singular values above the floor, and the log-product over those only, each curve sorted and
+  sampled on its own.
 
 Reduced scale: mnist-5k; the autoencoder for 20 epochs, the convnet (16 filters, 64 units)
 for 5, configurations on 1,000 training digits (at most 2,000 units of each convolution).
@@ -32,7 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..configurations import ConfigurationRecorder, log_singular_volume, min_hamming_to_previous, switches_per_point
+from ..configurations import (ConfigurationRecorder, log_singular_volume, min_hamming_to_previous, singular_spectrum,
+                              switches_per_point)
 from ..train import WatchedOptimizer, train
 from . import Experiment, register
 from .ch01_isgd import check_choice
@@ -116,11 +123,17 @@ def run(config: ExplorationConfig, device=None) -> list[dict]:
         rows += [dict(kind="hamming", step=n + 1, value=float(h), fraction=float(h) / (A.shape[1] * A.shape[2]))
                  for n, h in enumerate(hamming.tolist())]
         rows += _sorted_curve("switches", switches_per_point(A))
-        rows += _sorted_curve("volume", log_singular_volume(recorder.tensor(slice(0, config.volume_epochs + 1)),
-                                                            k=config.singular_values))
+        first = recorder.tensor(slice(0, config.volume_epochs + 1))
+        rows += _sorted_curve("volume", log_singular_volume(first, k=config.singular_values))
+        above, log_above = singular_spectrum(first, k=config.singular_values)
+        rows += _sorted_curve("volume_rank", above.sort(descending=True).values.to(torch.float64))
+        rows += _sorted_curve("volume_above", log_above.sort(descending=True).values)
+        volume_k = min(config.singular_values, first.shape[0] - 1, first.shape[1])
     for row in rows:
         row.setdefault("diverged", result.diverged)
     rows[-1].update(points=A.shape[1], units=A.shape[2], recorded_epochs=A.shape[0], packed_mb=recorder.nbytes / 2**20)
+    if len(recorder) >= 2:
+        rows[-1].update(volume_k=volume_k)
     return rows
 
 
