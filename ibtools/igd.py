@@ -10,28 +10,34 @@ the components are visited in order i = 1..N, each with the step
 
     x <- x - t grad f_i(x) = P_i(t) x + t b_i a_i,   P_i(t) = I - t a_i a_i^T - t (mu/N) D.
 
-One epoch is therefore the affine map VS (21)
+One epoch is therefore the affine map
 
     x <- K_N(t) x + t c(t),   K_N(t) = P_N(t) ... P_1(t),   c(t) = sum_j b_j P_N(t) ... P_{j+1}(t) a_j,
 
-with the product of the components visited *after* j applied to b_j a_j. (VS (21c) prints
-c(t) = sum_j b_j K_{j-1}(t) a_j, the product of those visited *before* j, which is not one epoch
-of IGD: the two agree for N = 1 and to first order in t, and differ in general.)
+with the product of the components visited *after* j applied to b_j a_j. VS (21) writes the same
+map with the product read left to right, K_j(t) = P_1(t) P_2(t) ... P_j(t) and
+c(t) = sum_j b_j K_{j-1}(t) a_j: that is one epoch visiting the components in the order N, ..., 1.
+The order is arbitrary; this module visits them in the order 1, ..., N. The factors are symmetric,
+so the two orders' K_N(t) are transposes of each other and have the same spectral radius.
 
 The spectral radius decides convergence as VS appendix A.2 (example 2) states it: rho(K_N(t)) < 1
 is sufficient (IGD converges from every start, at the linear rate rho, to the fixed point
 x(t) = t (I - K_N(t))^{-1} c(t)) and rho(K_N(t)) <= 1 is necessary. At rho = 1 IGD may still
 converge: unregularised least squares with fewer equations than unknowns has rho = 1 (every null
 vector of A is left fixed), and IGD converges to a limit that keeps its start's null-space part.
-Under the (conjectured) matrix AM-GM inequality the paper derives the step bound
-t < 2N / rho(mu D + A^T A) (:func:`step_bound`), offered as sufficient; :func:`spectral_radius`
-computes rho(K_N(t)) exactly, so the two can be compared. The bound is not sufficient in general:
-the conjecture concerns positive semi-definite factors, and P_i(t) is not one once
-t |a_i|^2 > 1. The paper's own example 1 (f(x) = sum x_i^2, A = sqrt(2) I) has
-rho(K_N(t)) = |1 - 2t|, so IGD diverges from t = 1, while the bound is t < N; more generally, for
-A = diag(s) with N = d, IGD diverges from t = 2 / max s^2, N times below the bound. The
-minimiser x* = (A^T A + mu D)^{-1} A^T b is x(t) for every t only under interpolation (every
-component minimised at x*, Theorem 1): otherwise x(t) -> x* as t -> 0.
+From the matrix AM-GM inequality, a conjecture for positive semi-definite factors, and assuming
+the factors commute, VS derives (section 5; appendix A.2, example 3) the step bound
+t < 2N / rho(mu D + A^T A) (:func:`step_bound`; the chapter's (7.2)), offered as sufficient.
+P_i(t) is positive semi-definite only while t lambda_max(a_i a_i^T + (mu/N) D) <= 1
+(:func:`psd_limit`), and the bound only covers that range: the upper bound
+K_N(t) <= (I - t (mu D + A^T A) / N)^N does not bound negative eigenvalues. Applied beyond it the
+bound fails: the paper's own example 1 (f(x) = sum x_i^2, A = sqrt(2) I, commuting factors) has
+rho(K_N(t)) = |1 - 2t|, so IGD diverges from t = 1, while the bound is t < N; its factors are
+positive semi-definite only for t <= 1/2. More generally, for A = diag(s) with N = d, IGD diverges
+from t = 2 / max s^2, N times below the bound. :func:`spectral_radius` computes rho(K_N(t))
+exactly, so the two can be compared. The minimiser x* = (A^T A + mu D)^{-1} A^T b is x(t) for every
+t only under interpolation (every component minimised at x*; the IGD analogue of VS Theorem 1,
+which is stated for SGD with random minibatches): otherwise x(t) -> x* as t -> 0.
 
 Every function takes one step t or a 1-D tensor of steps and then works on all of them at
 once (batched matrix products); the visit of the N components is sequential by definition.
@@ -98,8 +104,10 @@ def _epoch_maps(A, b, t, D, mu: float):
 
 
 def epoch_map(A, b, t, D=None, mu: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K_N(t), c(t)) of VS (21): one epoch of IGD is x <- K_N(t) x + t c(t). For a 1-D tensor
-    of steps, a batch: (T, d, d) and (T, d)."""
+    """(K_N(t), c(t)): one epoch of IGD visiting the components in the order 1, ..., N is
+    x <- K_N(t) x + t c(t), K_N(t) = P_N(t) ... P_1(t), c(t) = sum_j b_j P_N(t) ... P_{j+1}(t) a_j
+    (VS (21) is the order N, ..., 1; module docstring). For a 1-D tensor of steps, a batch:
+    (T, d, d) and (T, d)."""
     K, c, _, scalar = _epoch_maps(A, b, t, D, mu)
     return (K[0], c[0]) if scalar else (K, c)
 
@@ -117,12 +125,23 @@ def spectral_radius(A, D, mu: float, t) -> torch.Tensor:
 
 
 def step_bound(A, D=None, mu: float = 0.0) -> float:
-    """The paper's bound on the step, 2N / rho(mu D + A^T A) (VS (7.2); appendix A.2, example 3),
-    offered there as sufficient; it rests on the matrix AM-GM conjecture and on the P_i commuting,
-    and is not sufficient in general (module docstring: the paper's example 1 converges only for
-    t < 1, the bound gives N)."""
+    """The paper's bound on the step, 2N / rho(mu D + A^T A) (the chapter's (7.2); VS section 5 and
+    appendix A.2, example 3), offered there as sufficient. It rests on the matrix AM-GM conjecture
+    for positive semi-definite factors, so it covers only t <= :func:`psd_limit`, and on the P_i
+    commuting; applied beyond that range it is not sufficient (module docstring: the paper's
+    example 1 converges only for t < 1, the bound gives N)."""
     A, D = _check(A, D, mu)
     return float(2 * A.shape[0] / torch.linalg.eigvalsh(mu * D + A.T @ A).abs().max())
+
+
+def psd_limit(A, D=None, mu: float = 0.0) -> float:
+    """The largest step at which every factor P_i(t) = I - t (a_i a_i^T + (mu/N) D) is positive
+    semi-definite, 1 / max_i lambda_max(a_i a_i^T + (mu/N) D): the range the matrix AM-GM
+    conjecture behind :func:`step_bound` covers (VS appendix A.2, example 3). Infinite where every
+    a_i a_i^T + (mu/N) D is zero."""
+    A, D = _check(A, D, mu)
+    top = float(torch.linalg.eigvalsh(A[:, :, None] * A[:, None, :] + (mu / A.shape[0]) * D).amax())
+    return 1 / top if top > 0 else float("inf")
 
 
 def minimiser(A, b, D=None, mu: float = 0.0) -> torch.Tensor:

@@ -161,3 +161,24 @@ def test_the_paper_s_own_example_1_shows_its_step_bound_is_not_sufficient(N):
     assert igd.step_bound(A) == pytest.approx(N)
     steps = torch.linspace(1.01, 0.99 * N, 20)
     assert (igd.spectral_radius(A, None, 0.0, steps) > 1).all()
+    assert igd.psd_limit(A) == pytest.approx(0.5)  # the bound's premise, PSD factors, fails from t > 1/2
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), mu=st.floats(0.0, 2.0))
+def test_psd_limit_is_the_largest_step_with_positive_semi_definite_factors(seed, mu):
+    A, _, D = problem(seed)
+    limit = igd.psd_limit(A, D, mu)
+    lowest = lambda t: float(torch.linalg.eigvalsh(igd.component_map(A, t, D, mu)[0]).min())
+    assert lowest(limit) > -1e-9 and lowest(0.999 * limit) >= -1e-12 and lowest(1.001 * limit) < 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), t=st.floats(0.001, 0.5), mu=st.floats(0.0, 2.0))
+def test_the_two_orders_epoch_maps_are_transposes_with_the_same_spectral_radius(seed, t, mu):
+    """Visiting the components in the order N..1 gives P_1 ... P_N, the transpose of P_N ... P_1."""
+    A, b, D = problem(seed)
+    K = igd.epoch_map(A, b, t, D, mu)[0]
+    K_reverse = igd.epoch_map(A.flip(0), b.flip(0), t, D, mu)[0]
+    torch.testing.assert_close(K_reverse, K.T)
+    assert float(igd.spectral_radius(A, D, mu, t)) == pytest.approx(float(igd.spectral_radius(A.flip(0), D, mu, t)))
