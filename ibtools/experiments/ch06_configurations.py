@@ -184,26 +184,67 @@ exploration_convnet = _experiment("explore-convnet", "Activation configurations 
 NAMES = {"adam": "Adam", "rmsprop": "RMSProp", "sgd": "SGD"}
 
 
+def _median(rows: pd.DataFrame, kind: str) -> float:
+    curve = rows[rows.kind == kind].sort_values("rank")
+    return float(np.interp(0.5, curve["rank"], curve.value)) if len(curve) else float("nan")
+
+
+def floor_free(volume: float, k: int, records: int, points: int, floor: float = 1e-12) -> tuple[float, float]:
+    """The span and the log-product above the floor of a unit, recovered from its floored
+    log-volume alone (:func:`ibtools.configurations.log_singular_volume`) where that is
+    possible, for tables recorded before ``volume_rank`` rows: (span, log-product), or
+    (nan, nan) where the floored volume does not determine them.
+
+    Every singular value of a centred (records x points) binary matrix is at most
+    sqrt(records x points) / 2 (its Frobenius norm), so a unit with a value at the floor has a
+    floored volume of at most (k - 1) log(sqrt(N D) / 2) + log(floor sqrt(N D)); above that
+    bound none is floored (span k, log-product = the volume). A volume of exactly
+    k log(floor sqrt(N D)) has all k floored (span 0, log-product 0)."""
+    least = math.log(floor * math.sqrt(records * points))
+    most = math.log(math.sqrt(records * points) / 2)
+    if volume > (k - 1) * most + least:
+        return float(k), float(volume)
+    if math.isclose(volume, k * least, rel_tol=1e-12):
+        return 0.0, 0.0
+    return float("nan"), float("nan")
+
+
 def exploration_summary(table: pd.DataFrame, task: str) -> pd.DataFrame:
     """One row per run (method, learning rate, seed) of an ``explore-*`` results table: its
     ``novelty`` (the mean over epochs of the Hamming fraction), ``switches`` (the mean of the
-    sorted switches curve over its ranks, about the mean over data points), ``volume`` (the
-    median unit's log-volume, the sorted curve at rank 1/2), the final ``train_loss``, and
-    ``run``: "adam", "rmsprop", or "sgd" with the factor of chapter 5's tuned rate
-    ("sgd", "sgd/10")."""
+    sorted switches curve over its ranks, about the mean over data points; equal to the novelty
+    when every epoch's nearest earlier configuration is the previous epoch's), ``volume`` (the
+    median unit's floored log-volume, the sorted curve at rank 1/2), ``span`` (the median unit's
+    number of singular values above the floor, of ``k``) and ``volume_above`` (the median unit's
+    log-product over those only; NaN where the table predates these rows), the final
+    ``train_loss``, and ``run``: "adam", "rmsprop", or "sgd" with the factor of chapter 5's tuned
+    rate ("sgd", "sgd/10")."""
     rows = []
     for (method, lr, seed), run_rows in table.groupby(["method", "lr", "seed"]):
         hamming = run_rows[run_rows.kind == "hamming"]
         switches = run_rows[run_rows.kind == "switches"]
-        volume = run_rows[run_rows.kind == "volume"].sort_values("rank")
         epochs = run_rows[run_rows.kind == "epoch"].sort_values("step")
         factor = lr / preset_rate(task, method)
         name = method if np.isclose(factor, 1.0) else f"{method}/{1 / factor:.3g}" if factor < 1 else f"{method}x{factor:.3g}"
+        volume, span, above = _median(run_rows, "volume"), _median(run_rows, "volume_rank"), _median(run_rows, "volume_above")
+        last = run_rows[run_rows.recorded_epochs.notna()].iloc[-1]
+        records = int(min(last.recorded_epochs, last.volume_epochs + 1))
+        k = int(min(last.singular_values, records - 1, last.points))
+        if not np.isfinite(span):  # recorded before the floor-free rows: recover them where the volume can
+            span, above = floor_free(volume, k, records, int(last.points))
         rows.append(dict(run=name, method=method, lr=lr, seed=seed, novelty=float(hamming.fraction.mean()),
-                         switches=float(switches.value.mean()),
-                         volume=float(np.interp(0.5, volume["rank"], volume.value)),
-                         train_loss=float(epochs.train_loss.iloc[-1])))
+                         switches=float(switches.value.mean()), volume=volume, span=span, volume_above=above,
+                         reach=span * REACH + above, k=float(k), train_loss=float(epochs.train_loss.iloc[-1])))
     return pd.DataFrame(rows)
+
+
+# the measures the evidence lists: novelty, span of k', and log-volume above the floor
+DESCRIBED = ("novelty", "span", "volume_above")
+LABELS = {"novelty": "novelty", "switches": "switches", "span": "span", "volume_above": "log-vol", "volume": "volume",
+          "reach": "volume"}
+# the volume measure orders runs by the median unit's span, then (equal spans) by its log-product above
+# the floor: reach = span * REACH + log-product, REACH larger than any log-product's size
+REACH = 1e4
 
 
 def _describe(summary: pd.DataFrame, run: str, measure: str) -> str:
@@ -240,50 +281,62 @@ def claims(pieces: pd.DataFrame, runs: dict) -> list:
     found.append(claim(
         "pieces-depth", saturates,
         f"At PyTorch's default initialisation more layers add pieces up to a point, then nothing: from {before} to "
-        f"{deepest} layers the count is unchanged at every width.",
+        f"{deepest} layers the count is unchanged at every width (one network of each shape).",
         "The count of pieces does not level off with depth in the table.",
         evidence="pieces at " + ", ".join(f"width {w}: {int(grid.loc[before, w])} and {int(grid.loc[deepest, w])}"
-                                          for w in grid.columns) + f" ({before} and {deepest} layers)"))
+                                          for w in grid.columns) + f" ({before} and {deepest} layers); one network "
+                 "of each shape, seed 1, so the level reached is that network's"))
 
     summaries = {task: exploration_summary(table, task) for task, table in runs.items()}
-    measures = ("novelty", "switches", "volume")
+    # the Hamming novelty and the mean switches are one measure: equal whenever each epoch's nearest
+    # earlier configuration is the previous one; the floored volume is replaced by its floor-free span
+    measures = ("novelty", "reach")
     seeds = sorted({int(s) for t in runs.values() for s in t.seed.unique()})
     one_seed = "one seed" if len(seeds) == 1 else f"{len(seeds)} seeds"
+    same = max(float(((s.novelty - s.switches) / s.novelty).abs().max()) for s in summaries.values())
 
-    def everywhere(a: str, b: str) -> dict:
-        return {(task, m): _above(s, a, b, m) for task, s in summaries.items() for m in measures}
+    def everywhere(a: str, b: str, tasks=None) -> dict:
+        return {(task, m): _above(s, a, b, m) for task, s in summaries.items() if tasks is None or task in tasks
+                for m in measures}
 
-    def listing(runs_named) -> str:
-        return "; ".join(f"{task}: " + ", ".join(
-            f"{m} " + "/".join(_describe(s, r, m) for r in runs_named) for m in measures)
-            for task, s in summaries.items())
+    def listing(runs_named, tasks=None) -> str:
+        return "; ".join(f"{task} (k' = {s.k.iloc[0]:.0f}): " + ", ".join(
+            f"{LABELS[m]} " + "/".join(_describe(s, r, m) for r in runs_named) for m in DESCRIBED)
+            for task, s in summaries.items() if tasks is None or task in tasks)
 
+    glossary = (f"novelty: mean Hamming fraction over epochs (the mean switches differ from it by at most {same:.1%} "
+                "of it, the same measure); span: the median unit's number of its first k' = min(50, records - 1) "
+                "singular values above the floor 1e-12 sqrt(records x points); log-vol: their log-product, the floored "
+                "values left out; volume: the span, then, where the spans are equal, the log-vol")
     order = ("sgd", "rmsprop", "adam", "sgd/10")
-    evidence = (f"{' / '.join(order)}: " + listing(order) + f"; {one_seed} each; novelty: mean Hamming fraction over "
-                "epochs, switches: mean over digits, volume: the median unit's log-volume")
+    evidence = f"{' / '.join(order)}: " + listing(order) + f"; {one_seed} each; " + glossary
     most = {k: all(_above(summaries[k[0]], "sgd", other, k[1]) for other in order[1:]) for k in everywhere("sgd", "adam")}
     found.append(claim(
         "tuned-sgd-explores-most", all(most.values()),
-        "SGD at its tuned rate explores the most, on all three measures and on both networks.",
-        "SGD at its tuned rate explores the most on " + ", ".join(f"{t} {m}" for (t, m), v in most.items() if v)
-        + ", not on " + ", ".join(f"{t} {m}" for (t, m), v in most.items() if not v) + ".",
+        "SGD at its tuned rate explores the most, by the Hamming novelty (the switches are the same number) and by the "
+        "volume of configuration space its units cover, on both networks.",
+        "SGD at its tuned rate explores the most on " + ", ".join(f"{t} {LABELS[m]}" for (t, m), v in most.items() if v)
+        + ", not on " + ", ".join(f"{t} {LABELS[m]}" for (t, m), v in most.items() if not v) + ".",
         evidence=evidence, paper="Figure 5: SGD at every rate explores less than RMSProp"))
     least = {k: all(_above(summaries[k[0]], other, "sgd/10", k[1]) for other in order[:3]) for k in most}
     found.append(claim(
         "tenth-sgd-explores-least", all(least.values()),
-        "SGD at a tenth of that rate explores the least, on all three measures and on both networks.",
-        "SGD at a tenth of its tuned rate explores the least on " + ", ".join(f"{t} {m}" for (t, m), v in least.items() if v)
+        "SGD at a tenth of that rate explores the least, by both measures and on both networks.",
+        "SGD at a tenth of its tuned rate explores the least on " + ", ".join(
+            f"{t} {LABELS[m]}" for (t, m), v in least.items() if v)
         + ", but not on " + ", ".join(
-            f"{t} {m} (where {NAMES[summaries[t].groupby('run')[m].mean().idxmin()]} is lower)"
+            f"{t} {LABELS[m]} (where {NAMES[summaries[t].groupby('run')[m].mean().idxmin()]} is lower)"
             for (t, m), v in least.items() if not v) + ".",
         evidence=evidence))
+    stalled = False
     slow = runs["convnet"] if "convnet" in runs else None
     if slow is not None:
         tenth = summaries["convnet"][summaries["convnet"].run == "sgd/10"]
         epochs = slow[(slow.kind == "epoch") & np.isclose(slow.lr, tenth.lr.iloc[0], rtol=1e-9, atol=0)]
         start, end = epochs.sort_values("step").train_loss.iloc[[0, -1]]
+        stalled = bool(end > 0.9 * start)
         found.append(claim(
-            "convnet-tenth-stalls", bool(end > 0.9 * start),
+            "convnet-tenth-stalls", stalled,
             "On the convnet, SGD at a tenth of its rate has hardly begun to train after 5 epochs: its low exploration "
             "there is that of a network that barely moves.",
             "On the convnet, SGD at a tenth of its rate trains within the 5 epochs.",
@@ -291,30 +344,34 @@ def claims(pieces: pd.DataFrame, runs: dict) -> list:
     versus_tuned = everywhere("rmsprop", "sgd")
     found.append(claim(
         "hypothesis-1-tuned", all(versus_tuned.values()),
-        "Hypothesis 1 holds against SGD at its tuned rate: RMSProp explores more on every measure of both networks.",
-        ("Hypothesis 1 does not hold against SGD at its tuned rate: RMSProp explores less on every measure of both networks."
-         if not any(versus_tuned.values()) else
+        "Hypothesis 1 holds against SGD at its tuned rate: RMSProp explores more by both measures on both networks.",
+        ("Hypothesis 1 does not hold against SGD at its tuned rate: RMSProp explores less by both measures on both "
+         "networks." if not any(versus_tuned.values()) else
          "Hypothesis 1 holds against SGD at its tuned rate only on " + ", ".join(
-             f"{t} {m}" for (t, m), v in versus_tuned.items() if v) + "."),
-        evidence="RMSProp / SGD at its tuned rate: " + listing(("rmsprop", "sgd")) + f"; {one_seed}",
+             f"{t} {LABELS[m]}" for (t, m), v in versus_tuned.items() if v) + "."),
+        evidence="RMSProp / SGD at its tuned rate: " + listing(("rmsprop", "sgd")) + f"; {one_seed}; " + glossary,
         paper="RMSProp explores far more than SGD on both tasks and all three measures, the tuned rate included"))
-    versus_tenth = everywhere("rmsprop", "sgd/10")
+    informative = [t for t in summaries if not (t == "convnet" and stalled)]
+    versus_tenth = everywhere("rmsprop", "sgd/10", informative)
+    skipped = ("; on the convnet the comparison is uninformative: SGD at a tenth did not train (convnet-tenth-stalls)"
+               if "convnet" in summaries and "convnet" not in informative else "")
     found.append(claim(
         "hypothesis-1-tenth", all(versus_tenth.values()),
-        "Against SGD at a tenth of its tuned rate Hypothesis 1 holds: RMSProp explores more on every measure of both "
-        "networks.",
+        "Against SGD at a tenth of its tuned rate Hypothesis 1 holds on " + " and ".join(f"the {t}" for t in informative)
+        + ": RMSProp explores more by both measures" + skipped + ".",
         "Against SGD at a tenth of its tuned rate RMSProp does not explore more on " + ", ".join(
-            f"{t} {m}" for (t, m), v in versus_tenth.items() if not v) + ".",
-        evidence="RMSProp / SGD at a tenth: " + listing(("rmsprop", "sgd/10")) + f"; {one_seed}",
+            f"{t} {LABELS[m]}" for (t, m), v in versus_tenth.items() if not v) + skipped + ".",
+        evidence="RMSProp / SGD at a tenth: " + listing(("rmsprop", "sgd/10"), informative) + f"; {one_seed}; " + glossary,
         paper="RMSProp explores far more than SGD at several rates"))
-    adam_less = {(t, m): _above(summaries[t], "rmsprop", "adam", m) for t in summaries for m in ("novelty", "switches")}
+    adam_less = {t: _above(summaries[t], "rmsprop", "adam", "novelty") for t in summaries}
     found.append(claim(
         "adam-targeted", all(adam_less.values()),
-        "Adam explores less than RMSProp by the Hamming distance and the switches, on both networks.",
-        "Adam does not explore less than RMSProp by the Hamming distance and the switches: it explores as much or more on "
-        + ", ".join(f"{t} {m}" for (t, m), v in adam_less.items() if not v) + ".",
+        "Adam explores less than RMSProp by the Hamming novelty (the switches being the same number), on both networks.",
+        "Adam does not explore less than RMSProp by the Hamming novelty (the switches being the same number): it "
+        "explores as much or more on " + ", ".join(t for t, v in adam_less.items() if not v) + ".",
         evidence="Adam / RMSProp: " + "; ".join(
-            f"{t}: " + ", ".join(f"{m} {_describe(s, 'adam', m)}/{_describe(s, 'rmsprop', m)}" for m in ("novelty", "switches"))
+            f"{t}: " + ", ".join(f"{LABELS[m]} {_describe(s, 'adam', m)}/{_describe(s, 'rmsprop', m)}"
+                                 for m in ("novelty", "switches", "span"))
             for t, s in summaries.items()) + f"; {one_seed}, so no spread to tell a small difference by",
         paper="Adam explores substantially less than RMSProp (Hamming distance, switches), still more than SGD"))
     loss = []
