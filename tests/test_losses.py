@@ -156,6 +156,52 @@ def test_bound_9_fails_for_several_classes():
         losses.bound_9_counterexample(classes=1)
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(3, 6), sigma=st.floats(0.02, 4.0))
+def test_the_noisy_classifier_s_zero_one_loss_is_below_the_noisy_cross_entropy_over_log_2(seed, m, sigma):
+    """(9)'s inequality holds for the noisy 0-1 loss at any number of classes: a wrong argmax means
+    p_y <= 1/2, so L_c >= log 2 at every draw; only the union bound (6) breaks it."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(4, m, generator=g, dtype=torch.float64)
+    y = torch.randint(0, m, (4,), generator=g)
+    noisy = scores + sigma * torch.randn(2000, 4, m, generator=g, dtype=torch.float64)
+    wrong = (noisy.argmax(-1) != y).to(torch.float64)
+    ce = torch.logsumexp(noisy, -1) - noisy.gather(-1, y.expand(2000, 4)[..., None])[..., 0]
+    assert (wrong <= ce / math.log(2) + 1e-12).all()  # at every draw, so also in expectation
+
+
+def test_bound_9_several_classes_fails_at_near_ties_and_small_sigma_through_the_union_bound():
+    found = losses.bound_9_counterexample(classes=3)
+    s = torch.tensor(found["scores"], dtype=torch.float64)
+    assert float(s[1:].max() - s[1:].min()) < 0.1 and float(s[1:].min() - s[0]) > 2 * found["sigma"]
+    assert found["sigma"] < 0.1 and found["gcdf"] > 1.9  # both wrong classes ahead under the noise
+    noisy = s + found["sigma"] * torch.randn(100_000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    zero_one = float((noisy.argmax(1) != 0).double().mean())
+    expected = float((torch.logsumexp(noisy, 1) - noisy[:, 0]).mean()) / math.log(2)
+    assert zero_one <= 1.0 < expected < found["gcdf"]  # the union bound exceeds it; the 0-1 loss does not
+
+
+def test_the_multiclass_sigma_is_the_binary_sigma_over_root_2():
+    """IM (6) perturbs every class's weights, so a two-class margin moves by sigma sqrt 2 |x|: the
+    two-class Gcdf loss and curvature form at sigma are the one-vector (IM (1)) ones at sigma sqrt 2,
+    and the curvature form's threshold sigma |x| ~ 2.82 of IM (1) is ~ 2.0 in the sigma of (6)."""
+    z = torch.linspace(-6, 12, 181, dtype=torch.float64)
+    scores = torch.stack([torch.zeros_like(z), z], dim=1)  # target 1, margin z
+    target = torch.ones(len(z), dtype=torch.long)
+    for sigma in (0.25, 1.0, 2.0, 4.0):
+        torch.testing.assert_close(losses.gcdf_loss(scores, target, sigma, reduction="none"),
+                                   losses.gcdf_loss(z, torch.ones_like(z), sigma * math.sqrt(2), reduction="none"))
+        torch.testing.assert_close(losses.bound_9(scores, target, sigma),
+                                   losses.bound_9(z, torch.ones_like(z), sigma * math.sqrt(2)))
+    threshold = losses.binary_curvature_threshold()[0] / math.sqrt(2)
+    assert threshold == pytest.approx(1.995, abs=0.005)
+    margins = torch.arange(-30.0, 300.0, 0.001, dtype=torch.float64)
+    two = torch.stack([torch.zeros_like(margins), margins], dim=1)
+    ones = torch.ones(len(margins), dtype=torch.long)
+    gap = lambda sigma: float((losses.gcdf_loss(two, ones, sigma, reduction="none") - losses.bound_9(two, ones, sigma)).max())
+    assert gap(0.99 * threshold) <= 1e-12 < gap(4.0) and gap(8.0) > 1e-12  # sigma = 4 and 8 of the experiments lie beyond it
+
+
 def test_tempered_cross_entropy_and_hinge_follow_their_definitions():
     scores = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]], dtype=torch.float64)
     y = torch.tensor([0, 2])
