@@ -137,7 +137,8 @@ def alternative_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk
 
 
 class _Tracker(GhostBatches):
-    """Ghost batches, and the alternative losses on the training set after every epoch."""
+    """Ghost batches, and the alternative losses on the training set every ``every`` epochs and after
+    the last."""
 
     def __init__(self, optimizer, ghost: int, model, x, y, steps_per_epoch: int, every: int, epochs: int):
         super().__init__(optimizer, ghost)
