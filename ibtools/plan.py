@@ -64,14 +64,15 @@ from .files import write_atomic
 from .sweep import RUN_THREADS, config_dict, process_pool
 
 # Fields of the experiments' configs (ibtools/experiments/) that change what a run computes
-# but not what it costs: step sizes and proximal weights, penalties and decays (an l1
-# penalty or weight decay adds an elementwise operation per step, nothing beside the
-# step), seeds and initial values, and which of the rows computed are kept.
-COST_FREE = frozenset({"lr", "lam", "mu", "inner_lr_ratio", "l1", "weight_decay", "seed", "theta0",
+# but not what it costs: step sizes and proximal weights, decays (weight decay adds an
+# elementwise operation per step, nothing beside the step), seeds and initial values, and
+# which of the rows computed are kept.
+COST_FREE = frozenset({"lr", "lam", "mu", "inner_lr_ratio", "weight_decay", "seed", "theta0",
                        "init_mean", "init_std", "noise", "log_every"})
 # Fields whose value does not change the cost but whether it is zero does: clipping the
-# gradient's norm costs the norm, at any threshold.
-ON_OFF = frozenset({"clip"})
+# gradient's norm costs the norm, at any threshold; SIBP's l1 penalty replaces each layer's
+# conjugate-gradient solve by an accelerated proximal-gradient one (sibp.l1_fit), at any weight.
+ON_OFF = frozenset({"clip", "l1"})
 
 # What the probes of some run functions cannot see or average well: work done at points of
 # a run that a few steps never reach, or every few steps. Their plans say so.
