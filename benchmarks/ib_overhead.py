@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibtools.bench import timed_blocks
+from ibtools.experiments.ch02_ib import FLOPS_PER_ALPHA  # c_sigma of section 4.5
 from ibtools.ib import solve_alpha
 from ibtools.ib_layers import bind
 from ibtools.models import AUTOENCODER_SIZES, IBAutoencoder, IBMNISTClassifier, MusicRNN
 from ibtools.train import next_frame_nll, resolve_device
 
-FLOPS_PER_ALPHA = {"relu": 10, "arctan": 100}  # c_sigma, section 4.5
 LR = 0.01
 
 
