@@ -110,13 +110,21 @@ def compare(a: Iterable[float], b: Iterable[float], names: Sequence[str] = ("a",
     """Compare per-seed values ``a`` and ``b`` (finite values only) by the rule of the module."""
     sa, sb = summary(a), summary(b)
     one_seed = sa.n == 1 or sb.n == 1
-    if sa.high < sb.low:
-        lower = "a"
-    elif sb.high < sa.low:
-        lower = "b"
-    else:
-        lower = None
+    lower = lower_side([sa.low, sa.high], [sb.low, sb.high])
     return Comparison(sa, sb, (names[0], names[1]), lower, one_seed)
+
+
+def lower_side(a: Iterable[float], b: Iterable[float]) -> str | None:
+    """The module's rule on per-seed values: "a" when every value of ``a`` is below every value
+    of ``b``, "b" for the reverse, None when their ranges overlap. NaN counts as +inf (a diverged
+    run is the worst); :func:`compare` passes only the finite values."""
+    a = np.nan_to_num(np.asarray([float(v) for v in a]), nan=math.inf, posinf=math.inf)
+    b = np.nan_to_num(np.asarray([float(v) for v in b]), nan=math.inf, posinf=math.inf)
+    if a.max() < b.min():
+        return "a"
+    if b.max() < a.min():
+        return "b"
+    return None
 
 
 def per_seed(table: pd.DataFrame, metric: str, **where) -> pd.Series:

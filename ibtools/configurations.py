@@ -411,22 +411,9 @@ def log_singular_volume(A, k: int = 50, *, floor: float = 1e-12, sort: bool = Tr
     keeps unit order). Computed in float64 by ``torch.linalg.svdvals`` on blocks of units.
     """
     A = _as_configurations(A)
-    N, D, M = A.shape
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}; the paper uses k = 50")
-    if not isinstance(floor, (int, float)) or not 0 < floor < 1:
-        raise ValueError(f"floor must be a number in (0, 1), got {floor!r}; the default is 1e-12")
-    if N < 2 or D < 1:
-        raise ValueError(f"the volume needs N >= 2 rounds and D >= 1 data points, got N = {N}, D = {D}")
-    rank = min(k, N - 1, D)
-    least = floor * math.sqrt(N * D)
-    volume = torch.empty(M, dtype=torch.float64, device=A.device)
-    step = max(1, _BLOCK_ELEMENTS // (N * D))
-    for start in range(0, M, step):
-        X = A[:, :, start:start + step].permute(2, 0, 1).to(torch.float64)
-        X = X - X.mean(dim=1, keepdim=True)
-        sigma = torch.linalg.svdvals(X)[:, :rank]
-        volume[start:start + step] = sigma.clamp_min(least).log().sum(dim=1)
+    counts, logs = singular_spectrum(A, k, floor=floor)
+    N, D, _ = A.shape
+    volume = logs + (min(k, N - 1, D) - counts).to(logs.dtype) * math.log(floor * math.sqrt(N * D))
     return volume.sort(descending=True).values if sort else volume
 
 

@@ -7,6 +7,7 @@ with the Agg backend (no display).
 from __future__ import annotations
 
 import os
+import re
 
 os.environ["MPLBACKEND"] = "Agg"  # before anything imports matplotlib.pyplot
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import matplotlib  # noqa: E402
+import pandas as pd  # noqa: E402
 
 matplotlib.use("Agg")
 
@@ -157,3 +159,16 @@ def registered(name: str, run, configs):
 def tiny_experiment():
     """``tiny-test`` registered in :data:`ibtools.experiments.EXPERIMENTS` for this test only."""
     yield from registered("tiny-test", TinyRun(), tiny_configs)
+
+
+def rerun_as_recorded(run, config, provenance: dict) -> pd.DataFrame:
+    """``run(config)``'s rows, computed with the torch CPU thread count ``provenance`` records
+    ("... (x86_64, N threads)"): products differ in their last bits between thread counts, and
+    long runs at large rates amplify them, so a committed run is reproduced at its own count."""
+    threads = int(re.search(r"(\d+) threads?\)", provenance["device"]).group(1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return pd.DataFrame(run(config))
+    finally:
+        torch.set_num_threads(before)

@@ -2,13 +2,13 @@
 Table 1 and appendix A.3.1, with a cut-down run."""
 
 import dataclasses
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from conftest import rerun_as_recorded
 from ibtools import data, igd
 from ibtools.experiments import ch07_large_lr as ch07
 from ibtools.models import BasicBlock, CIFARResNet
@@ -106,15 +106,7 @@ def test_the_committed_sgdl_runs_are_reproduced_by_rerunning_one():
     table, provenance = load_results("sgdl", "reduced")
     assert provenance["command"] == "python -m ibtools run sgdl --out book/results"
     config = next(c for c in ch07.sgdl.grid("reduced") if c.method == "sgdl")
-    # the committed runs were computed with the thread count their provenance records; products differ
-    # in their last bits between thread counts, and SGDL's first epochs near chance at rate 1 amplify them
-    threads = int(re.search(r"(\d+) threads?\)", provenance["device"]).group(1))
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        fresh = pd.DataFrame(ch07.run(config))
-    finally:
-        torch.set_num_threads(before)
+    fresh = rerun_as_recorded(ch07.run, config, provenance)
     stored = table[(table.method == "sgdl") & (table.kind == "epoch")]
     np.testing.assert_allclose(fresh[fresh.kind == "epoch"].test_error, stored.test_error, atol=2e-3)
     np.testing.assert_allclose(fresh[fresh.kind == "epoch"].train_loss, stored.train_loss, rtol=1e-3)

@@ -2,13 +2,13 @@
 losses, the presets and the reading of the losses at a fixed training loss."""
 
 import dataclasses
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from conftest import rerun_as_recorded
 from ibtools import data
 from ibtools.experiments import ch08_alt_losses as ch08
 
@@ -99,15 +99,7 @@ def test_the_committed_runs_are_reproduced_by_rerunning_one():
     assert provenance["device"].endswith("(x86_64, 1 threads)")  # computed as every run now is: one thread
     config = next(c for c in ch08.alt_losses.grid("reduced") if c.batch_size == 256 and c.lr == 0.1)
     assert config.seed == 0
-    # the committed runs were computed with the thread count their provenance records; the MLP's
-    # products differ in their last bits between thread counts, and 100 epochs at rate 0.1 amplify them
-    threads = int(re.search(r"(\d+) threads?\)", provenance["device"]).group(1))
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        fresh = pd.DataFrame(ch08.run(config))
-    finally:
-        torch.set_num_threads(before)
+    fresh = rerun_as_recorded(ch08.run, config, provenance)
     fresh = fresh[fresh.kind == "alt"]
     stored = table[(table.kind == "alt") & (table.batch_size == 256) & np.isclose(table.lr, 0.1) & (table.seed == 0)]
     for epoch in (10, 50, 100):

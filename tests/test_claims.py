@@ -74,3 +74,10 @@ def test_table_and_markdown_show_every_claim_with_its_evidence():
     assert list(frame["verdict"]) == ["holds", "(a measurement)"] and list(frame["paper"]) == ["yes", ""]
     text = claims.markdown(found).data
     assert "- A holds. *(1 vs 2)*" in text and "- B measured. *(3)*" in text
+
+
+def test_lower_side_counts_a_diverged_seed_as_the_worst():
+    assert claims.lower_side([0.1, 0.2], [0.3, math.nan]) == "a"
+    assert claims.lower_side([0.1, math.inf], [0.3, 0.4]) is None
+    assert claims.lower_side([math.nan], [0.3]) == "b"
+    assert claims.lower_side([0.1, 0.5], [0.3]) is None

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from .. import data, isgd, models
-from ..claims import claim, summary
+from ..claims import claim, lower_side, summary
 from ..ib_layers import bind
 from ..train import check_lr, train
 from . import Experiment, register
@@ -347,19 +347,6 @@ def _seeds(values: np.ndarray, fmt: str = ".3g") -> str:
     return text + (f", {lost} of {len(values)} seeds diverged" if lost else "")
 
 
-def lower(a: np.ndarray, b: np.ndarray) -> str | None:
-    """"a" when every seed of ``a`` is below every seed of ``b``, "b" for the reverse, None when
-    their ranges overlap: the rule of :func:`ibtools.claims.compare`, with a diverged seed (+inf,
-    or NaN) counted as the highest loss rather than left out."""
-    a = np.where(np.isnan(a), math.inf, a)
-    b = np.where(np.isnan(b), math.inf, b)
-    if a.max() < b.min():
-        return "a"
-    if b.max() < a.min():
-        return "b"
-    return None
-
-
 def _each(values: np.ndarray, fmt: str = ".3g") -> str:
     """Every seed's value, in seed order ("diverged" for a diverged run)."""
     return ", ".join(f"{v:{fmt}}" if np.isfinite(v) else "diverged" for v in values)
@@ -379,12 +366,12 @@ def at_chance(values: np.ndarray, chance: float | None) -> bool:
 
 
 def _versus(table: pd.DataFrame, lr: float, chance: float | None, other: pd.DataFrame | None = None) -> str | None:
-    """IB against EB at ``lr`` by :func:`lower` ("a": IB lower), or "chance" where every seed of
+    """IB against EB at ``lr`` by :func:`ibtools.claims.lower_side` ("a": IB lower), or "chance" where every seed of
     both is at chance: two failed runs, neither of which wins. ``other``: EB's table if not ``table``."""
     ib, eb = _finals(table, "ib", lr), _finals(table if other is None else other, "eb", lr)
     if at_chance(ib, chance) and at_chance(eb, chance):
         return "chance"
-    return lower(ib, eb)
+    return lower_side(ib, eb)
 
 
 def _rates(lrs) -> str:
@@ -453,7 +440,7 @@ def _task_claims(table: pd.DataFrame) -> list:
     ratio = float(row["ib/eb"]) if math.isfinite(ib_at) else math.inf
     lrs = sorted(table["lr"].unique())
     between = [lr for lr in lrs if eb_at <= lr < ib_at] if math.isfinite(eb_at) else []
-    separated = bool(between) and all(lower(_finals(table, "ib", lr), _finals(table, "eb", lr)) == "a"
+    separated = bool(between) and all(lower_side(_finals(table, "ib", lr), _finals(table, "eb", lr)) == "a"
                                       for lr in between)
     detail = "; ".join(f"at η = {lr:.3g} EB {_seeds(_finals(table, 'eb', lr))}, IB {_seeds(_finals(table, 'ib', lr))}"
                        for lr in sorted({eb_at, ib_at} & set(lrs)))
@@ -471,7 +458,7 @@ def _task_claims(table: pd.DataFrame) -> list:
         ("" if len(between) == 1 else f"at η = {lr:.3g} ") + f"IB's seeds ({_each(_finals(table, 'ib', lr))}) overlap EB's ({_each(_finals(table, 'eb', lr))})"
         + (f", and {n} IB seed{'s' if n > 1 else ''} failed there (at chance, ln 10 = {chance:.3g})"
            if lr in failed and (n := int((_finals(table, 'ib', lr) >= 0.99 * chance).sum())) else "")
-        for lr in between if lower(_finals(table, "ib", lr), _finals(table, "eb", lr)) != "a")
+        for lr in between if lower_side(_finals(table, "ib", lr), _finals(table, "eb", lr)) != "a")
     # Crossings caused by a diverged seed (mean +inf by the book's rule), not by a rising loss.
     eb_best_run = float(final_losses(table[table["method"] == "eb"])["train_loss"].replace(math.inf, np.nan).min())
     nan_driven = []
@@ -514,7 +501,7 @@ def _task_claims(table: pd.DataFrame) -> list:
     eb_lower = [lr for lr, v in verdicts.items() if v == "b"]
     overlap = [lr for lr, v in verdicts.items() if v is None]
     failed = [lr for lr, v in verdicts.items() if v == "chance"]
-    earlier = [lr for lr in eb.index if lr <= best and lower(_finals(table, "ib", lr), _finals(table, "eb", lr)) == "a"]
+    earlier = [lr for lr in eb.index if lr <= best and lower_side(_finals(table, "ib", lr), _finals(table, "eb", lr)) == "a"]
     spread = "; ".join(
         f"η = {lr:.3g}: IB {_seeds(_finals(table, 'ib', lr))} vs EB {_seeds(_finals(table, 'eb', lr))}" for lr in above)
     out.append(claim(
@@ -553,7 +540,7 @@ def _exact_isgd_claim(mnist_table: pd.DataFrame):
     against = {}
     for m in ("eb", "ib"):
         best = float(curves[m][np.isfinite(curves[m])].idxmin())
-        against[m] = (best, lower(_finals(mnist_table, "exact-isgd", best_exact), _finals(mnist_table, m, best)))
+        against[m] = (best, lower_side(_finals(mnist_table, "exact-isgd", best_exact), _finals(mnist_table, m, best)))
     crosses = divergence_lrs(mnist_table).iloc[0]["exact-isgd_diverges_at"]
     holds = all(v == "a" for _, v in against.values()) and math.isnan(crosses)
     return claim(
@@ -649,7 +636,7 @@ def _clipping_claims(clipping: pd.DataFrame, music_table: pd.DataFrame,
                 evidence=evidence + "; EB's means " + ", ".join(f"{m:.3g}" for m in eb_means),
                 paper="the clipped music runs use the unclipped grids (D.5, E.2); no divergence rate is reported with clipping"))
             # Section 5: unclipped IB at or below clipped EB at every rate.
-            versus = {lr: lower(_finals(music_table, "ib", lr), _finals(rows, "eb", lr))
+            versus = {lr: lower_side(_finals(music_table, "ib", lr), _finals(rows, "eb", lr))
                       for lr in lrs if lr in set(music_table["lr"])}
             beaten = [lr for lr, v in versus.items() if v == "b"]
             counts = (f"{'one seed' if seeds == 1 else f'{seeds} seeds'} of clipped EB against "
