@@ -44,15 +44,31 @@ from torch import nn
 
 from ibtools.ib import activation_derivative, activation_fn, explicit_alpha, solve_alpha
 
-__all__ = ["MODES", "IBLinear", "IBElmanRNN", "bind", "set_mode"]
+__all__ = ["MODES", "MINIBATCH", "IBLinear", "IBElmanRNN", "bind", "set_mode", "set_minibatch"]
 
 MODES = ("implicit", "explicit")
+# How a mini-batch of B examples combines their implicit steps (the paper is silent; chapter 2
+# derives both and sets them against the proximal step on the batch's mean loss):
+# "per-example" (the default): each example's step is taken on its whole loss, and the steps
+#     are averaged (exact when the batch repeats one example);
+# "loss-share": each example's step is taken on its share, 1/B, of the mean loss, and the steps
+#     are summed (exact when the examples' inputs are mutually orthogonal; Fagan & Iyengar's
+#     code, github.com/francoisfagan/NN_ISGD, isgd_fns.py).
+MINIBATCH = ("per-example", "loss-share")
 
 
 def _check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use mode='implicit' (IB) or mode='explicit' (EB)")
     return mode
+
+
+def _check_minibatch(minibatch: str) -> str:
+    if minibatch not in MINIBATCH:
+        raise ValueError(f"unknown minibatch convention {minibatch!r}; use 'per-example' (each example's "
+                         "implicit step on its whole loss, averaged) or 'loss-share' (each example's "
+                         "step on its 1/B share of the batch's mean loss, summed)")
+    return minibatch
 
 
 def _lr_and_mu(group: dict) -> tuple[float, float]:
@@ -78,16 +94,22 @@ def _squared_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
 
 
-def _batch_z_sq(x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    """B ||(x_i, 1)||^2 per example, over the last dimension of x.
+def _batch_z_sq(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """scale ||(x_i, 1)||^2 per example, over the last dimension of x: what the layers pass to
+    solve_alpha as z_sq, with b = grad_out, the gradient of the batch's mean loss.
 
-    What the layers pass to solve_alpha as z_sq, with b = grad_out, the gradient of the batch's
-    mean loss: example i's own gradient is B grad_out_i, and its implicit gradient over B (its
-    share of the batch's) is alpha(B grad_out_i, c_i, ||z_i||^2) / B = alpha(grad_out_i, c_i,
-    B ||z_i||^2), since alpha(k b, c, z_sq) = k alpha(b, c, k z_sq) (put alpha = k a in (8)).
-    This saves two passes over the (B, m) elements per layer."""
-    batch = x.shape[0] if batch is None else batch
-    return _squared_norm(x).add_(1).mul_(batch)
+    "loss-share" (scale 1) solves (8) for example i's share of the mean loss as it is.
+    "per-example" (scale B) wants alpha(B grad_out_i, c_i, ||z_i||^2) / B, example i's own
+    implicit gradient (its own loss's gradient is B grad_out_i) averaged over the batch; since
+    alpha(k b, c, z_sq) = k alpha(b, c, k z_sq) (put alpha = k a in (8)), that is
+    alpha(grad_out_i, c_i, B ||z_i||^2), which saves two passes over the (B, m) elements."""
+    z_sq = _squared_norm(x).add_(1)
+    return z_sq.mul_(scale) if scale != 1 else z_sq
+
+
+def _z_scale(minibatch: str, batch: int) -> int:
+    """The factor :func:`_batch_z_sq` puts on ||z||^2 for a batch of ``batch`` examples."""
+    return batch if minibatch == "per-example" else 1
 
 
 def _weight_gradient(alpha, inputs, weight, decay):
@@ -168,6 +190,17 @@ def set_mode(model: nn.Module, mode: str) -> nn.Module:
     return model
 
 
+def set_minibatch(model: nn.Module, minibatch: str) -> nn.Module:
+    """Set how every IB layer in ``model`` combines a mini-batch's implicit steps:
+    "per-example" or "loss-share" (see :class:`IBLinear`). Returns the model; raises
+    ValueError for another name."""
+    minibatch = _check_minibatch(minibatch)
+    for layer in model.modules():
+        if isinstance(layer, _IBModule):
+            layer.minibatch = minibatch
+    return model
+
+
 class _IBModule(nn.Module):
     """What IB layers share: the mode, and the binding to an optimizer (:func:`bind`)."""
 
@@ -180,6 +213,14 @@ class _IBModule(nn.Module):
     @mode.setter
     def mode(self, mode: str) -> None:
         self._mode = _check_mode(mode)
+
+    @property
+    def minibatch(self) -> str:
+        return self._minibatch
+
+    @minibatch.setter
+    def minibatch(self, minibatch: str) -> None:
+        self._minibatch = _check_minibatch(minibatch)
 
     def _group_for_backward(self) -> dict | None:
         """The param group an implicit backward reads, None when there will be no backward."""
@@ -196,10 +237,10 @@ class _IBLinearFunction(torch.autograd.Function):
     """sigma(x W^T + bias) with IB's implicit gradient for W and bias, EB's for x."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, activation, group):
+    def forward(ctx, x, weight, bias, activation, group, minibatch):
         c = F.linear(x, weight, bias)
         ctx.save_for_backward(x, weight, bias, c)
-        ctx.activation, ctx.group = activation, group
+        ctx.activation, ctx.group, ctx.minibatch = activation, group, minibatch
         return activation_fn(activation)(c)
 
     @staticmethod
@@ -214,10 +255,11 @@ class _IBLinearFunction(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad_x = alpha @ weight
         if lr > 0:  # else IB's limit as lr -> 0, EB
-            alpha = solve_alpha(activation, grad_out, c, _batch_z_sq(x), lr, mu)
+            z_sq = _batch_z_sq(x, _z_scale(ctx.minibatch, x.shape[0]))
+            alpha = solve_alpha(activation, grad_out, c, z_sq, lr, mu)
         decay = _decay_correction(lr, mu)
         return (grad_x, _weight_gradient(alpha, x, weight, decay),
-                _bias_gradient(alpha, bias, decay), None, None)
+                _bias_gradient(alpha, bias, decay), None, None, None)
 
 
 class IBLinear(nn.Linear, _IBModule):
@@ -230,23 +272,36 @@ class IBLinear(nn.Linear, _IBModule):
     ``mode="explicit"``: plain autograd of ``activation_fn(activation)(F.linear(x, W, bias))``,
     i.e. EB. ``mode="implicit"`` (IB; needs :func:`bind`): the gradient of W and bias is the
     implicit gradient (21) of a mini-batch x of shape (B, in_features), assuming the loss is
-    the mean over the batch (dim 0). For each example i, b_i = B dL/d output_i is that
-    example's own gradient and alpha_i = solve_alpha(b_i, c_i, ||z_i||^2, lr, mu), with
-    c_i = W x_i + bias and z_i = (x_i, 1); the layer's gradient is
+    the mean over the batch (dim 0). With b_i = dL/d output_i (the mean loss's gradient, so
+    B b_i is example i's own), c_i = W x_i + bias and z_i = (x_i, 1), the layer's gradient is
+    one of two sums, chosen by ``minibatch`` (the paper, written for one example, is silent):
 
-        g = (1/B) sum_i alpha_i z_i^T - lr mu^2 / (1 + lr mu) theta,
+    - ``"per-example"`` (default): g = (1/B) sum_i solve_alpha(B b_i, c_i, ||z_i||^2, lr, mu)
+      z_i^T, each example's implicit step on its whole loss, averaged. With mu = 0 it is the
+      proximal step on the batch's mean loss (higher layers linearised) when the batch
+      repeats one example.
+    - ``"loss-share"``: g = sum_i solve_alpha(b_i, c_i, ||z_i||^2, lr, mu) z_i^T, each
+      example's implicit step on its share 1/B of the mean loss, summed (the convention of
+      Fagan & Iyengar's code). With mu = 0 it is that proximal step when the z_i are mutually
+      orthogonal.
 
-    the average of the B single-example implicit gradients, computed as the one matmul
-    alpha^T Z / B (the cost of EB's weight gradient). For B = 1, SGD's step with it is
-    exactly eq. (7); as lr -> 0 it tends to EB's gradient. The gradient passed down to x is
-    EB's.
+    Either way minus lr mu^2 / (1 + lr mu) theta, the decay correction, and one matmul
+    alpha^T Z (the cost of EB's weight gradient). The two agree where sigma is linear over
+    the step and differ by up to a factor B where it saturates; for B = 1 both are exactly
+    eq. (7), and as lr -> 0 both tend to EB's gradient. The gradient passed down to x is EB's.
+    Chapter 2 derives both and measures each against the proximal step on real batches: the
+    default is the closer one where IB departs from EB (large rates), "loss-share" the closer
+    one at small rates, where both are near EB.
+    ``minibatch`` other than these two raises ValueError.
     """
 
-    def __init__(self, in_features: int, out_features: int, activation, mode: str = "implicit"):
+    def __init__(self, in_features: int, out_features: int, activation, mode: str = "implicit",
+                 minibatch: str = "per-example"):
         activation_fn(activation)  # an activation IB cannot handle fails here, not at backward
         super().__init__(in_features, out_features)
         self.activation = activation
         self.mode = mode
+        self.minibatch = minibatch
 
     def reset_parameters(self) -> None:  # appendix D.4, as ibtools.models.glorot_
         nn.init.xavier_uniform_(self.weight)
@@ -262,10 +317,11 @@ class IBLinear(nn.Linear, _IBModule):
         if x.dim() != 2:
             raise ValueError(f"IBLinear in implicit mode takes a batch of shape (B, {self.in_features}), "
                              f"got {tuple(x.shape)}; flatten the input first (nn.Flatten)")
-        return _IBLinearFunction.apply(x, self.weight, self.bias, self.activation, group)
+        return _IBLinearFunction.apply(x, self.weight, self.bias, self.activation, group, self.minibatch)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation!r}, mode={self.mode!r}"
+        return (f"{super().extra_repr()}, activation={self.activation!r}, mode={self.mode!r}, "
+                f"minibatch={self.minibatch!r}")
 
 
 # --- a simple recurrent network ----------------------------------------------------------------
@@ -275,7 +331,7 @@ class _ElmanFunction(torch.autograd.Function):
     through time by hand and the IB step of every (time step, example) at once."""
 
     @staticmethod
-    def forward(ctx, x, weight_ih, weight_hh, bias, activation, group):
+    def forward(ctx, x, weight_ih, weight_hh, bias, activation, group, minibatch):
         steps, batch, _ = x.shape
         sigma = activation_fn(activation)
         # The input part and bias of every pre-activation in one matmul; the loop adds W_h h_{t-1}.
@@ -285,7 +341,7 @@ class _ElmanFunction(torch.autograd.Function):
             hidden.append(sigma(c[t].addmm_(hidden[-1], weight_hh.mT)))
         hidden = torch.stack(hidden)
         ctx.save_for_backward(x, weight_ih, weight_hh, bias, c, hidden)
-        ctx.activation, ctx.group = activation, group
+        ctx.activation, ctx.group, ctx.minibatch = activation, group, minibatch
         return hidden
 
     @staticmethod
@@ -305,10 +361,11 @@ class _ElmanFunction(torch.autograd.Function):
         group, decay = ctx.group, 0.0
         lr, mu = _lr_and_mu(group) if group is not None else (0.0, 0.0)
         if lr > 0:
-            # B ||z_t||^2 = B (||h_{t-1}||^2 + ||x_t||^2 + 1) for every (t, example) at once
-            # (B as in IBLinear: b is the gradient of the batch-mean loss).
-            z_sq = _batch_z_sq(x, batch)
-            z_sq[1:] += _squared_norm(hidden[:-1]).mul_(batch)
+            # k ||z_t||^2 = k (||h_{t-1}||^2 + ||x_t||^2 + 1) for every (t, example) at once,
+            # k as in IBLinear (b is the gradient of the batch-mean loss).
+            scale = _z_scale(ctx.minibatch, batch)
+            z_sq = _batch_z_sq(x, scale)
+            z_sq[1:] += _squared_norm(hidden[:-1]).mul_(scale)
             alpha = solve_alpha(ctx.activation, b, c, z_sq, lr, mu)
             decay = _decay_correction(lr, mu)
         else:
@@ -319,7 +376,7 @@ class _ElmanFunction(torch.autograd.Function):
             grad_x = (delta.view(steps * batch, m) @ weight_ih).view_as(x)
         grad_ih = _weight_gradient(flat, x.reshape(steps * batch, -1), weight_ih, decay)
         grad_hh = _weight_gradient(flat[batch:], hidden[:-1].reshape(-1, m), weight_hh, decay)
-        return grad_x, grad_ih, grad_hh, _bias_gradient(flat, bias, decay), None, None
+        return grad_x, grad_ih, grad_hh, _bias_gradient(flat, bias, decay), None, None, None
 
 
 class IBElmanRNN(_IBModule):
@@ -336,11 +393,12 @@ class IBElmanRNN(_IBModule):
     (T, B, hidden_size), with c_t the pre-activation and z_t = (h_{t-1}, x_t, 1).
 
     ``mode="implicit"`` (needs :func:`bind`): each time step's contribution is the IB update
-    (7) of that step's linear map theta z_t given the BPTT gradient b_t at that step (per
-    example, b = B times the batch-mean loss's gradient); these implicit gradients are
-    summed over time and averaged over the batch (dim 1):
+    (7) of that step's linear map theta z_t given the BPTT gradient b_t at that step; these
+    implicit gradients are summed over time and combined over the batch (dim 1) by
+    ``minibatch`` as in :class:`IBLinear` ("per-example": alpha solved with B b_{t,i} and
+    averaged; "loss-share": solved with b_{t,i}, the batch mean loss's gradient, and summed):
 
-        g = (1/B) sum_i sum_t alpha_{t,i} z_{t,i}^T - lr mu^2 / (1 + lr mu) theta,
+        g = sum_i sum_t alpha_{t,i} z_{t,i}^T - lr mu^2 / (1 + lr mu) theta,
 
     one matmul alpha^T Z over all (t, i) per weight matrix, as EB's weight gradients are. The
     decay correction enters once, so SGD with ``weight_decay=mu`` shrinks theta by
@@ -350,12 +408,14 @@ class IBElmanRNN(_IBModule):
     to autograd through the unrolled loop up to rounding. The gradient passed down to x is EB's.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, activation="arctan", mode: str = "implicit"):
+    def __init__(self, input_size: int, hidden_size: int, activation="arctan", mode: str = "implicit",
+                 minibatch: str = "per-example"):
         super().__init__()
         activation_fn(activation)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.activation = activation
         self.mode = mode
+        self.minibatch = minibatch
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.empty(hidden_size))
@@ -374,8 +434,9 @@ class IBElmanRNN(_IBModule):
             raise ValueError(f"IBElmanRNN takes a sequence of shape (T >= 1, B, {self.input_size}), "
                              f"got {tuple(x.shape)}")
         group = self._group_for_backward()
-        return _ElmanFunction.apply(x, self.weight_ih, self.weight_hh, self.bias, self.activation, group)
+        return _ElmanFunction.apply(x, self.weight_ih, self.weight_hh, self.bias, self.activation, group,
+                                    self.minibatch)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, activation={self.activation!r}, "
-                f"mode={self.mode!r}")
+                f"mode={self.mode!r}, minibatch={self.minibatch!r}")

@@ -3,7 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from ibtools import ib
 from ibtools.experiments import ch02_ib as ch02
 
 
@@ -207,3 +209,52 @@ def test_the_chapters_claims_have_evidence_and_the_expected_verdicts():
     assert "4.30% (section 4.5's flop bound for the whole step 0.41%)" in cost and "11.80%" not in cost
     assert "exceeds the flop bound in 3 of 3" in cost
     assert "inferred" in by_name["table4_reproduced"].text
+
+
+# --- mini-batches: two conventions against the proximal step -------------------------------------
+
+MINIBATCH_LRS = (0.001, 0.01, 0.1, 0.5, 1.0, 3.0, 10.0, 50.0)
+
+
+@pytest.fixture(scope="module")
+def minibatch_table():
+    torch.set_num_threads(1)
+    batches = {**ch02.synthetic_batches(), **ch02.network_batches()}
+    return ch02.minibatch_table(batches, MINIBATCH_LRS)
+
+
+def test_the_numerical_prox_is_the_single_example_closed_form_for_one_example():
+    """One example (B = 1): the proximal step is eq. (7), whose alpha ibtools.ib solves in closed
+    form; the numerical solver must find it (arctan, a convex case and one with three roots)."""
+    theta = torch.tensor([[0.3, -0.2, 0.5]], dtype=torch.float64)
+    z = torch.tensor([[1.0, 2.0, 1.0]], dtype=torch.float64)
+    for b, lr in ((1.0, 0.1), (0.2, 1.0)):
+        grad = ch02.prox_gradient("arctan", theta, z, torch.tensor([[b]], dtype=torch.float64), lr)
+        closed = (theta - ib.ib_update(theta, z[0], torch.tensor([b], dtype=torch.float64), lr, 0.0, "arctan")) / lr
+        torch.testing.assert_close(grad, closed, rtol=1e-7, atol=1e-9)
+
+
+def test_the_synthetic_batches_have_the_structure_claimed():
+    batches = ch02.synthetic_batches(batch=6, n=9)
+    _, _, z, b = batches["orthogonal inputs"]
+    gram = z @ z.T
+    torch.testing.assert_close(gram, 10 * torch.eye(6, dtype=torch.float64), atol=1e-10, rtol=0)
+    assert torch.equal(z[:, -1], torch.ones(6, dtype=torch.float64))
+    _, _, z, b = batches["repeated example"]
+    assert torch.equal(z, z[:1].expand_as(z)) and torch.equal(b, b[:1].expand_as(b))
+    with pytest.raises(ValueError, match="batch < n"):
+        ch02.synthetic_batches(batch=10, n=9)
+
+
+def test_each_convention_is_exact_in_its_case_and_the_default_is_closer_where_ib_departs(minibatch_table):
+    from ibtools import claims
+
+    found = ch02.minibatch_claims(minibatch_table)
+    assert all(c.evidence.strip() for c in found)
+    assert claims.verdicts(found) == {"per-example_exact_for_repeated_example": True,
+                                      "loss-share_exact_for_orthogonal_inputs": True,
+                                      "default_minibatch_is_closer_where_ib_departs": True}
+    wide = minibatch_table.pivot_table(index=["batch", "lr"], columns="method", values="rel_error")
+    # both conventions tend to EB, and to the prox, as lr -> 0
+    smallest = wide.xs(MINIBATCH_LRS[0], level="lr")
+    assert (smallest[["eb", "loss-share"]].max() < 5e-3).all() and smallest["per-example"].max() < 2e-2

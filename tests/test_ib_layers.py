@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ibtools import ib
-from ibtools.ib_layers import IBElmanRNN, IBLinear, bind, set_mode
+from ibtools.ib_layers import MINIBATCH, IBElmanRNN, IBLinear, bind, set_minibatch, set_mode
 from ibtools.train import BatchClosure, train
 
 F32, F64 = torch.float32, torch.float64
@@ -53,9 +53,9 @@ def randn(seed, *shape, dtype=F64, device="cpu", scale=1.0):
     return (scale * torch.randn(*shape, generator=generator(seed), dtype=F64)).to(dtype=dtype, device=device)
 
 
-def linear_layer(seed, n, m, activation, dtype=F64, device="cpu", mode="implicit"):
+def linear_layer(seed, n, m, activation, dtype=F64, device="cpu", mode="implicit", minibatch="per-example"):
     torch.manual_seed(seed)
-    layer = IBLinear(n, m, activation, mode).to(dtype=dtype, device=device)
+    layer = IBLinear(n, m, activation, mode, minibatch).to(dtype=dtype, device=device)
     with torch.no_grad():  # a nonzero bias, so its column of theta is tested too
         layer.bias.copy_(randn(seed + 1, m, dtype=dtype, device=device, scale=0.5))
     return layer
@@ -203,38 +203,121 @@ def test_rnn_gradient_sums_an_ib_step_per_time_step_given_its_bptt_gradient(acti
 
 # --- mini-batches ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("minibatch", MINIBATCH)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("activation", STEP_ACTIVATIONS)
 @property_test
 @given(seed=seeds, batch=st.integers(1, 8), log_lr=log_lrs, mu=mus)
-def test_batch_gradient_is_the_mean_of_single_example_implicit_gradients(activation, dtype, seed, batch,
-                                                                         log_lr, mu):
+def test_batch_gradient_combines_single_example_implicit_gradients(activation, dtype, minibatch, seed, batch,
+                                                                   log_lr, mu):
+    """per-example: the mean of the B one-example gradients, each on its example's whole loss;
+    loss-share: the sum of the B one-example gradients, each on its 1/B share of the mean loss,
+    with the decay correction (which each one-example gradient carries) counted once."""
     n, m, lr = 4, 3, 10**log_lr
-    layer = linear_layer(seed, n, m, activation, dtype)
+    layer = linear_layer(seed, n, m, activation, dtype, minibatch=minibatch)
     optimizer = bind(layer, torch.optim.SGD(layer.parameters(), lr=lr, weight_decay=mu))  # held: layers hold it weakly
     x = randn(seed + 2, batch, n, dtype=dtype, scale=2.0)
     b = randn(seed + 3, batch, m, dtype=dtype, scale=3.0)
     together = linear_gradients(layer, x, b)
-    alone = torch.stack([linear_gradients(layer, x[i:i + 1], b[i:i + 1]) for i in range(batch)])
-    torch.testing.assert_close(together, alone.mean(0), **tolerance(dtype))
+    if minibatch == "per-example":
+        alone = torch.stack([linear_gradients(layer, x[i:i + 1], b[i:i + 1]) for i in range(batch)])
+        expected = alone.mean(0)
+    else:
+        alone = torch.stack([linear_gradients(layer, x[i:i + 1], b[i:i + 1] / batch) for i in range(batch)])
+        decay = lr * mu * mu / (1 + lr * mu) * theta_of(layer)
+        expected = alone.sum(0) + (batch - 1) * decay
+    torch.testing.assert_close(together, expected, **tolerance(dtype))
 
 
 @pytest.mark.parametrize("activation", ["relu", "arctan"])
 @property_test
+@given(seed=seeds, batch=st.integers(2, 8), log_lr=st.floats(0, 2))
+def test_the_conventions_agree_for_one_example_and_where_sigma_is_linear(activation, seed, batch, log_lr):
+    """For B = 1 both are eq. (7); for the identity activation (linear: mu = 0 makes (8)'s
+    alpha = b) both are EB's gradient."""
+    lr = 10**log_lr
+    x, b = randn(seed + 2, batch, 4), randn(seed + 3, batch, 3)
+    grads = {}
+    for minibatch in MINIBATCH:
+        layer = linear_layer(seed, 4, 3, activation, minibatch=minibatch)
+        optimizer = bind(layer, torch.optim.SGD(layer.parameters(), lr=lr))  # noqa: F841
+        grads[minibatch] = (linear_gradients(layer, x[:1], b[:1]), linear_gradients(layer, x, b))
+    torch.testing.assert_close(grads["per-example"][0], grads["loss-share"][0], **tolerance(F64))
+    identity = {}
+    for minibatch in MINIBATCH:
+        layer = linear_layer(seed, 4, 3, "identity", minibatch=minibatch)
+        optimizer = bind(layer, torch.optim.SGD(layer.parameters(), lr=lr))  # noqa: F841
+        identity[minibatch] = linear_gradients(layer, x, b)
+    torch.testing.assert_close(identity["per-example"], identity["loss-share"], **tolerance(F64))
+
+
+def test_on_a_saturating_relu_batch_the_conventions_differ_by_the_batch_size():
+    """B identical examples whose relu unit a long step pushes past its hinge (b > 0, c > 0):
+    the proximal step on their mean loss (one example's loss) stops at the hinge, and so does
+    per-example; under loss-share each share's step stops at the hinge on its own, so their
+    sum moves the pre-activation B times as far."""
+    batch, lr = 5, 10.0
+    x = torch.ones(batch, 1, dtype=F64)
+    grads = {}
+    for minibatch in MINIBATCH:
+        layer = IBLinear(1, 1, "relu", "implicit", minibatch).to(F64)
+        with torch.no_grad():
+            layer.weight.fill_(0.5)
+            layer.bias.fill_(0.5)
+        optimizer = bind(layer, torch.optim.SGD(layer.parameters(), lr=lr))  # noqa: F841
+        grads[minibatch] = linear_gradients(layer, x, torch.ones(batch, 1, dtype=F64))
+    c = 1.0  # z = (1, 1): c = 0.5 + 0.5
+    step = lambda g: lr * (g @ torch.tensor([1.0, 1.0], dtype=F64)).item()  # noqa: E731 (the move of c)
+    assert step(grads["per-example"]) == pytest.approx(c)  # to the hinge, the prox of the mean loss
+    assert step(grads["loss-share"]) == pytest.approx(batch * c)  # B times as far
+
+
+def test_set_minibatch_reaches_every_layer_and_checks_the_name():
+    model = nn.Sequential(IBLinear(3, 3, "relu"), IBLinear(3, 2, "arctan"), IBElmanRNN(2, 2))
+    assert {layer.minibatch for layer in model} == {"per-example"}
+    set_minibatch(model, "loss-share")
+    assert {layer.minibatch for layer in model} == {"loss-share"}
+    assert "minibatch='loss-share'" in repr(model)
+    with pytest.raises(ValueError, match="per-example.*loss-share"):
+        set_minibatch(model, "mean")
+    with pytest.raises(ValueError, match="unknown minibatch convention"):
+        IBLinear(3, 3, "relu", minibatch="sum")
+
+
+@pytest.mark.parametrize("minibatch", MINIBATCH)
+def test_float32_tends_to_eb_at_tiny_rates_on_a_wide_arctan_batch(minibatch):
+    """The classifier's arctan layer (320 -> 50), batch 100, float32: at lr 1e-6 the implicit
+    gradient is EB's to 1e-3 (a cubic solved in closed form can lose this to cancellation)."""
+    layer = linear_layer(0, 320, 50, "arctan", F32, minibatch=minibatch)
+    optimizer = bind(layer, torch.optim.SGD(layer.parameters(), lr=1e-6))
+    x, b = randn(1, 100, 320, dtype=F32), randn(2, 100, 50, dtype=F32)
+    implicit = linear_gradients(layer, x, b)
+    explicit = linear_gradients(set_mode(layer, "explicit"), x, b)
+    assert ((implicit - explicit).norm() / explicit.norm()).item() < 1e-3
+    del optimizer
+
+
+@pytest.mark.parametrize("minibatch", MINIBATCH)
+@pytest.mark.parametrize("activation", ["relu", "arctan"])
+@property_test
 @given(seed=seeds, batch=st.integers(1, 4), log_lr=log_lrs)
-def test_rnn_batch_gradient_is_the_mean_of_single_sequence_gradients(activation, seed, batch, log_lr):
+def test_rnn_batch_gradient_combines_single_sequence_gradients(activation, minibatch, seed, batch, log_lr):
     rnn = rnn_layer(seed, 3, 4, activation)
+    rnn.minibatch = minibatch
     optimizer = bind(rnn, torch.optim.SGD(rnn.parameters(), lr=10**log_lr))  # held: layers hold it weakly
     x, upstream = randn(seed + 2, 5, batch, 3), randn(seed + 3, 5, batch, 4, scale=2.0)
 
-    def gradients(i):
+    def gradients(i, share=1.0):
         rnn.zero_grad(set_to_none=True)
-        (rnn(x[:, i]) * upstream[:, i]).sum((0, 2)).mean().backward()
+        (rnn(x[:, i]) * upstream[:, i] * share).sum((0, 2)).mean().backward()
         return torch.cat([rnn.weight_hh.grad, rnn.weight_ih.grad, rnn.bias.grad[:, None]], dim=1)
 
     together = gradients(slice(None))
-    alone = torch.stack([gradients(slice(i, i + 1)) for i in range(batch)])
-    torch.testing.assert_close(together, alone.mean(0), **tolerance(F64))
+    if minibatch == "per-example":
+        expected = torch.stack([gradients(slice(i, i + 1)) for i in range(batch)]).mean(0)
+    else:
+        expected = torch.stack([gradients(slice(i, i + 1), 1 / batch) for i in range(batch)]).sum(0)
+    torch.testing.assert_close(together, expected, **tolerance(F64))
 
 
 # --- learning rates: small, large, scheduled ----------------------------------------------------

@@ -258,7 +258,8 @@ def _pct(x: float) -> str:
 
 
 def claims(relu_tables: dict, closest: pd.DataFrame, alpha_maps: dict, steps: pd.DataFrame,
-           steps_no_ridge: pd.DataFrame, overhead: pd.DataFrame, bounds: pd.DataFrame) -> list:
+           steps_no_ridge: pd.DataFrame, overhead: pd.DataFrame, bounds: pd.DataFrame,
+           minibatch: pd.DataFrame | None = None) -> list:
     """The chapter's conclusions, each computed from the table the chapter shows.
 
     ``relu_tables``: {+1: table, -1: table}, :func:`update_table` for the relu with b = +-1 and
@@ -267,7 +268,9 @@ def claims(relu_tables: dict, closest: pd.DataFrame, alpha_maps: dict, steps: pd
     ``steps``: :func:`ridge_step_table` (each panel with mu > 0 and mu = 0, start c = 0.5,
     ||z|| = 1); ``steps_no_ridge``: :func:`no_ridge_step_table` (relu with b = -1, arctan with
     b = 1, mu = 0); ``overhead``: the table of ``python -m ibtools bench ib_overhead`` (columns
-    architecture, "IB/EB", "bound, whole step"); ``bounds``: :func:`table4_bounds`.
+    architecture, "IB/EB", "bound, whole step"); ``bounds``: :func:`table4_bounds`;
+    ``minibatch`` (optional): :func:`minibatch_table` of :func:`synthetic_batches` and
+    :func:`network_batches` together (see :func:`minibatch_claims`).
     Returns a list of :class:`ibtools.claims.Claim`."""
     from .. import claims as cl
 
@@ -438,4 +441,213 @@ def claims(relu_tables: dict, closest: pd.DataFrame, alpha_maps: dict, steps: pd
                            + (f"{_pct(r.recount)} by {r.how} (our inference)" if np.isfinite(r.recount) else f"recount: {r.how}")
                            for _, r in bounds.iterrows()),
         paper="Table 4: 6.27%, 0.60%, 11.33%"))
+    if minibatch is not None:
+        found += minibatch_claims(minibatch)
+    return found
+
+
+# --- one mini-batch, two conventions, and the proximal step they approximate -----------------
+
+MINIBATCH_METHODS = ("eb", "per-example", "loss-share")
+
+
+def minibatch_gradient(activation, theta: torch.Tensor, z: torch.Tensor, b: torch.Tensor, lr: float,
+                       method: str) -> torch.Tensor:
+    """The weight gradient one :class:`ibtools.ib_layers.IBLinear` gives a mini-batch.
+
+    ``theta`` (m, n + 1) holds W and the bias as its last column; ``z`` (B, n + 1) the inputs
+    with a 1 appended; ``b`` (B, m) the gradient of the batch's mean loss with respect to the
+    layer's outputs; ``method`` "eb" or one of :data:`ibtools.ib_layers.MINIBATCH`. Returns
+    (m, n + 1), float64, computed by the layer itself (an SGD step with this lr lands on
+    theta - lr * gradient)."""
+    from ..ib_layers import IBLinear, bind
+    m, width = theta.shape
+    mode, minibatch = ("explicit", "per-example") if method == "eb" else ("implicit", method)
+    layer = IBLinear(width - 1, m, activation, mode, minibatch).to(F64)
+    with torch.no_grad():
+        layer.weight.copy_(theta[:, :-1])
+        layer.bias.copy_(theta[:, -1])
+    optimizer = bind(layer, torch.optim.SGD(layer.parameters(), lr=lr))  # noqa: F841 (layers hold it weakly)
+    (layer(z[:, :-1].to(F64)) * b.to(F64)).sum().backward()
+    return torch.cat([layer.weight.grad, layer.bias.grad[:, None]], dim=1)
+
+
+def prox_gradient(activation, theta: torch.Tensor, z: torch.Tensor, b: torch.Tensor, lr: float,
+                  starts: list[torch.Tensor] = ()) -> torch.Tensor:
+    """(theta - theta+) / lr for the proximal step on the mini-batch's mean loss with the
+    higher layers linearised (the batch version of the paper's eq. (4)), per unit j:
+
+        theta_j+ = argmin_v  sum_i b_ij sigma(v^T z_i) + ||v - theta_j||^2 / (2 lr),
+
+    with ``theta``, ``z`` and ``b`` as in :func:`minibatch_gradient` (b is the mean loss's
+    gradient, so the sum over i is the mean loss's linearisation). Solved numerically in
+    float64 by scipy's L-BFGS (gradient tolerance 1e-12) from theta_j and from each of
+    ``starts`` (candidate gradients g, started at theta - lr g); the lowest value found is kept.
+    For a smooth sigma and lr ||sum_i |b_ij| sigma'' z_i z_i^T|| < 1 the problem is strongly
+    convex and this is its unique minimiser; beyond that it is the best local minimiser
+    found. Use it for smooth activations ("identity", "arctan", "smoothstep"); the relu's
+    kinks defeat L-BFGS."""
+    import scipy.optimize
+    sigma = ib.activation_fn(activation)
+    theta, z, b = (t.to(F64) for t in (theta, z, b))
+    rows = []
+    for j in range(theta.shape[0]):
+        start_j = theta[j]
+
+        def value_and_grad(v, j=j, start_j=start_j):
+            v = torch.tensor(v, dtype=F64, requires_grad=True)
+            value = (b[:, j] * sigma(z @ v)).sum() + (v - start_j).square().sum() / (2 * lr)
+            value.backward()
+            return value.item(), v.grad.numpy()
+
+        best = None
+        for guess in [start_j] + [start_j - lr * g[j] for g in starts]:
+            found = scipy.optimize.minimize(value_and_grad, guess.numpy(), jac=True, method="L-BFGS-B",
+                                            options=dict(gtol=1e-12, ftol=1e-15, maxiter=10_000))
+            if best is None or found.fun < best.fun:
+                best = found
+        rows.append((start_j - torch.from_numpy(best.x)) / lr)
+    return torch.stack(rows)
+
+
+def minibatch_table(batches: dict, lrs) -> pd.DataFrame:
+    """How far EB and the two mini-batch conventions of IB land from the proximal step.
+
+    ``batches``: {name: (activation, theta, z, b)} as in :func:`minibatch_gradient`. For each
+    batch and learning rate: the relative error ||g - g_prox|| / ||g_prox|| of each method's
+    gradient to :func:`prox_gradient`'s (started from each method's point as well). Columns:
+    batch, activation, lr, method, rel_error."""
+    rows = []
+    for name, (activation, theta, z, b) in batches.items():
+        for lr in lrs:
+            grads = {m: minibatch_gradient(activation, theta, z, b, lr, m) for m in MINIBATCH_METHODS}
+            prox = prox_gradient(activation, theta, z, b, lr, starts=list(grads.values()))
+            for method, g in grads.items():
+                rows.append(dict(batch=name, activation=str(activation), lr=lr, method=method,
+                                 rel_error=float((g - prox).norm() / prox.norm())))
+    return pd.DataFrame(rows)
+
+
+def synthetic_batches(activation="arctan", batch: int = 8, n: int = 15, m: int = 4, seed: int = 0) -> dict:
+    """Two batches where one convention is exact (float64): "repeated example" (one x and
+    one b, B times: the mean loss is that example's loss, whose prox is one example's step,
+    the per-example convention) and "orthogonal inputs" (mutually orthogonal z_i, ||z_i||^2 =
+    n + 1: the prox separates into B one-example steps on each example's share of the mean
+    loss, the loss-share convention). Weights ~ N(0, 1/(n + 1)); b ~ N(0, 1/B^2) per entry."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(m, n + 1, generator=g, dtype=F64) / (n + 1) ** 0.5
+    one = torch.cat([torch.randn(1, n, generator=g, dtype=F64), torch.ones(1, 1, dtype=F64)], 1)
+    b_one = torch.randn(1, m, generator=g, dtype=F64) / batch
+    # z_i = (x_i, 1) with z_i^T z_k = 0 needs x_i^T x_k = -1: x is a square root of the Gram
+    # matrix (n + 1) I - 1 1^T (positive definite for B < n + 1), turned by a random rotation.
+    if batch >= n + 1:
+        raise ValueError(f"orthogonal inputs need batch < n + 1, got batch={batch}, n={n}")
+    gram = (n + 1) * torch.eye(batch, dtype=F64) - 1
+    values, vectors = torch.linalg.eigh(gram)
+    root = vectors @ torch.diag(values.sqrt()) @ vectors.T
+    rotation = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=F64))[0]
+    x = torch.cat([root, torch.zeros(batch, n - batch, dtype=F64)], 1) @ rotation
+    orthogonal = torch.cat([x, torch.ones(batch, 1, dtype=F64)], 1)
+    b = torch.randn(batch, m, generator=g, dtype=F64) / batch
+    return {"repeated example": (activation, theta, one.repeat(batch, 1), b_one.repeat(batch, 1)),
+            "orthogonal inputs": (activation, theta, orthogonal, b)}
+
+
+def network_batches(units: int = 4, batch: int = 100, steps: int = 40, seed: int = 0) -> dict:
+    """Real mini-batches of the book's networks, where neither convention is exact: the
+    first ``units`` units of the arctan layer of the MNIST classifier (320 -> 50, at its
+    initial weights and after ``steps`` EB steps at lr 0.1 on mnist-5k) and of the first
+    arctan layer of the UCI network on breast-cancer (30 -> 30, initial weights). Each
+    batch is the first ``batch`` training examples; b is the mean cross-entropy's gradient
+    with respect to the layer's outputs (dropout off). Returns the dict
+    :func:`minibatch_table` takes."""
+    from .. import data, models
+    from ..ib_layers import set_mode
+
+    def capture(model, layer, x, y):
+        model = set_mode(model.to(F64), "explicit").eval()
+        seen = {}
+
+        def keep(module, inputs, output):
+            seen["x"] = inputs[0].detach()
+            output.register_hook(lambda g: seen.update(b=g.detach()))
+
+        handle = layer.register_forward_hook(keep)
+        torch.nn.functional.cross_entropy(model(x.to(F64)), y).backward()
+        handle.remove()
+        theta = torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], 1)[:units]
+        z = torch.cat([seen["x"], torch.ones(len(seen["x"]), 1, dtype=F64)], 1)
+        return (layer.activation, theta, z, seen["b"][:, :units])
+
+    batches = {}
+    mnist = data.load("mnist-5k")
+    x, y = mnist.x_train[:batch], mnist.y_train[:batch]
+    torch.manual_seed(seed)
+    classifier = models.IBMNISTClassifier("explicit")
+    batches["MNIST classifier, arctan layer, initial"] = capture(classifier, classifier.head[0], x, y)
+    classifier = set_mode(classifier.to(torch.float32), "explicit").train()
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1)
+    for step in range(steps):
+        rows = slice(step * batch, (step + 1) * batch)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(classifier(mnist.x_train[rows]), mnist.y_train[rows]).backward()
+        optimizer.step()
+    batches[f"MNIST classifier, arctan layer, after {steps} EB steps"] = capture(
+        classifier, classifier.head[0], x, y)
+    cancer = data.load("breast-cancer")
+    torch.manual_seed(seed)
+    net = models.UCINet(cancer.n_features, cancer.n_classes, "explicit")
+    batches["UCI network (breast-cancer), first arctan layer"] = capture(
+        net, net[0], cancer.x_train[:batch], cancer.y_train[:batch])
+    return batches
+
+
+EXACT = 1e-6  # a relative error below this counts as exact (the prox is solved to gtol 1e-12)
+DEPARTS = 0.1  # "IB departs from EB": EB's gradient is more than 10% from the proximal step's
+
+
+def minibatch_claims(table: pd.DataFrame) -> list:
+    """What :func:`minibatch_table` shows, as claims: each convention is exact in its own
+    synthetic case ("repeated example": per-example; "orthogonal inputs": loss-share) and not
+    in the other's; and on the real batches (every other batch name), which convention is
+    closer to the proximal step where IB departs from EB (EB's relative error above
+    :data:`DEPARTS`) and where it does not. The default of the IB layers
+    (``ibtools.ib_layers.MINIBATCH[0]``) is claimed to be the one closer where IB departs."""
+    from .. import claims as cl
+    from ..ib_layers import MINIBATCH
+
+    wide = table.pivot_table(index=["batch", "lr"], columns="method", values="rel_error")
+    found = []
+    for case, exact, other in (("repeated example", "per-example", "loss-share"),
+                               ("orthogonal inputs", "loss-share", "per-example")):
+        rows = wide.loc[case]
+        holds = bool((rows[exact] < EXACT).all() and (rows[other] > 100 * EXACT).any())
+        found.append(cl.claim(
+            f"{exact}_exact_for_{case.replace(' ', '_')}", holds,
+            f"For {case}s the {exact} convention is the proximal step on the batch's mean loss, to the solver's "
+            f"accuracy, at every rate; {other} is not.",
+            f"For {case}s the {exact} convention is not the proximal step at every rate, or {other} is too.",
+            evidence=f"relative error to the numerically solved prox at η = "
+                     + ", ".join(f"{lr:g}" for lr in rows.index) + f": {exact} at most {rows[exact].max():.1e}, "
+                     f"{other} up to {rows[other].max():.2f}"))
+    real = wide.drop(index=["repeated example", "orthogonal inputs"], level="batch", errors="ignore")
+    departs = real[real["eb"] > DEPARTS]
+    near = real[real["eb"] <= DEPARTS]
+    wins = {m: int((departs[m] < departs[o]).sum()) for m, o in (("per-example", "loss-share"),
+                                                                  ("loss-share", "per-example"))}
+    near_wins = int((near["loss-share"] < near["per-example"]).sum())
+    closer = max(wins, key=wins.get)
+    found.append(cl.claim(
+        "default_minibatch_is_closer_where_ib_departs", closer == MINIBATCH[0] and wins[closer] > len(departs) / 2,
+        f"On the book's real batches neither convention is the proximal step. Where IB departs from EB (EB more "
+        f"than {DEPARTS:.0%} from the prox: {len(departs)} of {len(real)} batch-rate cells) {closer} is the "
+        f"closer in {wins[closer]}; where IB is near EB, loss-share is the closer in {near_wins} of {len(near)}. "
+        f"The IB layers default to {MINIBATCH[0]}.",
+        f"On the book's real batches, where IB departs from EB the closer convention is not the layers' default "
+        f"{MINIBATCH[0]} in a majority of cells (per-example {wins['per-example']}, loss-share "
+        f"{wins['loss-share']} of {len(departs)}).",
+        evidence="relative error of each gradient to the numerically solved prox (L-BFGS, float64), first units of "
+                 "each layer; " + "; ".join(
+                     f"{batch}: η = {lr:g}: EB {r['eb']:.2f}, per-example {r['per-example']:.2f}, "
+                     f"loss-share {r['loss-share']:.2f}" for (batch, lr), r in departs.iterrows())))
     return found
