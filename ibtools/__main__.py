@@ -239,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def data_unavailable(err: SweepError) -> str | None:
+    """The data error's message when every failed run of a sweep failed because its dataset
+    is unavailable (a run reports its traceback as text), else None: one message then says
+    it all, with its fix, where a traceback per run would bury it."""
+    name = f"{data.DataUnavailableError.__module__}.{data.DataUnavailableError.__name__}: "
+    messages = []
+    for _, trace in err.failures:
+        head, found, message = trace.rpartition(name)
+        if not found or not head.endswith("\n"):
+            return None
+        messages.append(message.strip())
+    return "\n\n".join(dict.fromkeys(messages)) or None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the provenance record
@@ -247,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except SweepError as err:
+    except data.DataUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except SweepError as err:
+        print(f"error: {data_unavailable(err) or err}", file=sys.stderr)
         return 1
 
 

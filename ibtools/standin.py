@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-from . import data, music, uci
-from .data import Dataset, SequenceDataset
+from . import data
+from .data import Dataset, SequenceDataset, music, uci
+from .data.uci import ARCHIVE_SPELLINGS
 from .files import write_atomic
 
 SHAPES_FILE = Path(__file__).resolve().parent / "data_files" / "full_shapes.json"
@@ -68,12 +69,8 @@ IMAGE_SHAPES: dict[str, ClassificationShape] = {
     "cifar10": ClassificationShape(50_000, 10_000, (3, 32, 32), 10),
     "cifar100": ClassificationShape(50_000, 10_000, (3, 32, 32), 100),
 }
-# The full-scale music datasets: those of ibtools.music that are downloaded.
+# The full-scale music datasets: those of ibtools.data.music that are downloaded.
 MUSIC_NAMES = tuple(name for name in music.MUSIC_DATASETS if name in data.CHECKSUMS)
-
-# The paper (and so ch03_ib_vs_eb.UCI_DATASETS) spells two datasets otherwise than the
-# archive's folders, which are what ibtools.uci.load_uci knows them by.
-ARCHIVE_SPELLINGS = {"mini-boone": "miniboone", "molec-biol-splce": "molec-biol-splice"}
 
 
 def read_shapes(path: Path | str = SHAPES_FILE) -> dict[str, ClassificationShape | SequenceShape]:
@@ -135,7 +132,7 @@ NOTES_SOUNDING = 4
 def stand_in(name: str, seed: int = 0) -> Dataset | SequenceDataset:
     """Random data with the shapes and dtypes :func:`ibtools.data.load` gives for full-scale
     dataset ``name`` (a key of :data:`FULL_SHAPES`; a "uci:" name may use the archive's
-    spelling, as :func:`ibtools.uci.load_uci` does), the same for the same ``seed``.
+    spelling, as :func:`ibtools.data.uci.load_uci` does), the same for the same ``seed``.
 
     Images: float32 ``(N, C, H, W)`` uniform in [0, 1). UCI tables: float32 ``(N, D)``
     standard normal, like standardised features. Labels: int64, uniform over the classes.
@@ -274,11 +271,12 @@ def derive_shapes(data_dir: Path | str) -> dict:
     pickle, ``uci/data_py.zip``), in the form :func:`write_shapes` stores.
 
     Music: each piece's number of steps in the train and test lists, as
-    :func:`ibtools.music.load_music` returns them. UCI: for every name of
-    ``ch03_ib_vs_eb.UCI_DATASETS``, the sizes :func:`ibtools.uci.load_uci` gives (its
+    :func:`ibtools.data.music.load_music` returns them. UCI: for every name of
+    ``ch03_ib_vs_eb.UCI_DATASETS``, the sizes :func:`ibtools.data.uci.load_uci` gives (its
     train/test split, feature count and class count). Nothing is downloaded: a missing file
-    raises :class:`ibtools.data.DataUnavailableError`, a damaged one is removed and reported
-    likewise, as the loaders do.
+    raises :class:`ibtools.data.DataUnavailableError`, a damaged one is set aside (a file in
+    ``data_dir``) or named (a dataset of the UCI collection) and reported likewise, as the
+    loaders do.
     """
     # Imported here: the experiments build on ibtools.data, which imports this module.
     from .experiments.ch03_ib_vs_eb import UCI_DATASETS
@@ -291,7 +289,7 @@ def derive_shapes(data_dir: Path | str) -> dict:
         pieces = music.load_music(name, data_dir=data_dir, download=False)
         shapes["music"][name] = {"train": lengths(pieces.train), "test": lengths(pieces.test)}
     for name in UCI_DATASETS:
-        table = uci.load_uci(ARCHIVE_SPELLINGS.get(name, name), standardize=False,
+        table = uci.load_uci(name, standardize=False,
                              data_dir=data_dir, download=False)
         shapes["uci"][name] = {"n_train": len(table.x_train), "n_test": len(table.x_test),
                                "n_features": table.n_features, "n_classes": table.n_classes}
@@ -328,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source = args.source or (
         f"derived by `python -m ibtools.standin` (ibtools.standin.derive_shapes) from the "
-        f"downloads in {args.data_dir}, read by ibtools.music.load_music and "
-        f"ibtools.uci.load_uci")
+        f"downloads in {args.data_dir}, read by ibtools.data.music.load_music and "
+        f"ibtools.data.uci.load_uci")
     shapes = derive_shapes(args.data_dir)
     path = write_shapes(shapes, source, args.out)
     print(f"{path}: the shapes of {len(shapes['music'])} music and {len(shapes['uci'])} UCI "

@@ -217,3 +217,72 @@ def test_a_run_that_raises_exits_1_naming_its_config_after_the_others_finish(tmp
         assert "2 run(s) of failing-test raised; the other 4 finished" in err
         assert "TinyConfig(method='sgd', lr=1.0" in err and "ArithmeticError: this rate is refused" in err
         assert not (tmp_path / "failing-test" / "reduced" / "results.csv").exists()
+
+
+# --- data missing: one message, its fix, no traceback -----------------------------------------
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """An empty data folder and no way to download: every full-scale dataset is missing."""
+    from ibtools import data
+
+    monkeypatch.setenv("IBTOOLS_DATA", str(tmp_path / "empty"))
+    monkeypatch.delenv("IBTOOLS_UCI", raising=False)
+    for name in data.MIRRORS:
+        monkeypatch.setitem(data.MIRRORS, name, ("file:///nonexistent/",))
+    return tmp_path / "empty"
+
+
+def assert_data_messages_alone(err: str, folder, datasets: list[str]) -> None:
+    """One message per missing dataset, each with its fix, after "error:", and no traceback."""
+    assert err.count("error: ") == 1  # after the progress bar, if any
+    assert err[err.index("error: "):].startswith(f"error: {datasets[0]!r} is unavailable: the download of")
+    assert err.count("To fix:") == len(datasets)
+    for dataset in datasets:
+        assert err.count(f"{dataset!r} is unavailable") == 1
+        assert f"place these files by hand in {folder / dataset}" in err
+    assert "Traceback" not in err and "run(s) of" not in err
+
+
+@pytest.mark.parametrize("experiment, datasets", [
+    ("ib-mnist", ["mnist"]), ("ib-music", ["jsb-chorales", "musedata", "nottingham", "piano-midi"])])
+def test_a_full_scale_run_without_its_data_prints_the_data_error_alone(no_data, tmp_path, capsys,
+                                                                       experiment, datasets):
+    argv = ["run", experiment, "--scale", "full", "--seeds", "1", "--device", "cpu",
+            "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 1
+    assert_data_messages_alone(capsys.readouterr().err, no_data, datasets)
+    assert not (tmp_path / "out" / experiment / "full" / "results.csv").exists()
+    # status needs no data: it counts the cache
+    assert cli.main(["status", experiment, "--scale", "full", "--out", str(tmp_path / "out")]) == 0
+    assert "0 of" in capsys.readouterr().out
+
+
+def test_runs_that_all_fail_for_missing_data_print_its_message_once(no_data, tmp_path, capsys):
+    from conftest import registered, tiny_configs
+
+    from ibtools import data
+
+    def needs_mnist(config, device=None):
+        data.load("mnist")
+        return []
+
+    for _ in registered("needs-mnist", needs_mnist, tiny_configs):
+        assert cli.main(["run", "needs-mnist", "--out", str(tmp_path), "--seeds", "1", "--device", "cpu"]) == 1
+    assert_data_messages_alone(capsys.readouterr().err, no_data, ["mnist"])
+
+
+def test_a_sweep_failing_for_other_reasons_too_keeps_every_traceback(no_data):
+    from ibtools import data
+    from ibtools.sweep import SweepError, compute
+
+    def missing(config):
+        data.load("mnist")
+
+    def broken(config):
+        raise ArithmeticError("not data")
+
+    failures = [(name, compute(run, name, "x", 1, None).error) for name, run in
+                (("a", missing), ("b", missing), ("c", broken))]
+    assert cli.data_unavailable(SweepError("x", failures[:2], 0)).count("'mnist' is unavailable") == 1
+    assert cli.data_unavailable(SweepError("x", failures, 0)) is None

@@ -1,11 +1,14 @@
 """ibtools.data: the embedded datasets, and the full-scale loaders run end to end on tiny
 files written here in the real formats and "downloaded" through file:// URLs."""
 
+import ast
 import gzip
 import hashlib
 import io
 import pickle
+import socket
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +117,25 @@ def test_unknown_name_suggests_the_closest_and_lists_all():
         data.load("mnist5k")
 
 
+def test_split_is_refused_for_datasets_other_than_uci():
+    with pytest.raises(ValueError, match="applies to the UCI datasets"):
+        data.load("iris", split="authors")
+
+
+def test_the_shared_layer_imports_no_source_and_sources_only_it_and_the_records():
+    package = Path(data.__file__).parent
+    shared = {"store", "records"}
+    for path in package.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= ({node.module} if node.module else {a.name for a in node.names})
+        if path.stem in shared:
+            assert imported <= shared - {path.stem}, (path.name, imported)
+        elif path.stem != "__init__":
+            assert imported <= shared, (path.name, imported)
+
+
 def test_data_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("IBTOOLS_DATA", str(tmp_path))
     assert data.data_dir() == tmp_path
@@ -144,7 +166,7 @@ def test_read_idx_rejects_damaged_files(tmp_path, corruption):
     damaged = {"truncated": raw[:-100], "truncated-gzip": gzip.compress(raw)[:-20],
                "bad-magic": b"\x12\x34" + raw[2:]}[corruption]
     (tmp_path / "damaged").write_bytes(damaged)
-    with pytest.raises(ValueError, match="delete it"):
+    with pytest.raises(ValueError, match="truncated|not an IDX file"):
         data.read_idx(tmp_path / "damaged")
 
 
@@ -193,23 +215,80 @@ def test_mnist_is_downloaded_verified_and_read(mnist_mirror, tmp_path):
     assert torch.equal(offline.x_train, dataset.x_train)
 
 
-def test_corrupt_file_in_place_is_removed_and_downloaded_again(mnist_mirror, tmp_path):
+def test_corrupt_file_in_place_is_quarantined_and_downloaded_again(mnist_mirror, tmp_path):
     mirror, _ = mnist_mirror
     stored = tmp_path / "data" / "mnist"
     data.load("mnist", data_dir=tmp_path / "data")
     corrupted = stored / "train-labels-idx1-ubyte.gz"
-    corrupted.write_bytes(corrupted.read_bytes()[:-5])
-    data.load("mnist", data_dir=tmp_path / "data")
-    assert corrupted.read_bytes() == (mirror / corrupted.name).read_bytes()
+    damaged = corrupted.read_bytes()[:-5]
+    for _ in range(2):  # a second damaged copy does not overwrite the first one set aside
+        corrupted.write_bytes(damaged)
+        data.load("mnist", data_dir=tmp_path / "data")
+        assert corrupted.read_bytes() == (mirror / corrupted.name).read_bytes()
+    assert (stored / "train-labels-idx1-ubyte.gz.corrupt").read_bytes() == damaged
+    assert (stored / "train-labels-idx1-ubyte.gz.corrupt.1").read_bytes() == damaged
 
 
-def test_corrupt_file_without_download_is_removed_and_reported(mnist_mirror, tmp_path):
-    data.load("mnist", data_dir=tmp_path / "data")
-    corrupted = tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
-    corrupted.write_bytes(b"not an idx file")
-    with pytest.raises(data.DataUnavailableError, match="(?s)corrupt.*download=True.*mnist-5k"):
-        data.load("mnist", data_dir=tmp_path / "data", download=False)
-    assert not corrupted.exists()
+def place_truncated_mnist_file(mnist_mirror, data_dir):
+    """A truncated copy of the real training images placed by hand in ``data_dir``, as such
+    files sit in public repositories; returns (its path, its bytes, the published sha256)."""
+    mirror, _ = mnist_mirror
+    name = "train-images-idx3-ubyte.gz"
+    truncated = (mirror / name).read_bytes()[:-40]
+    placed = data_dir / "mnist" / name
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(truncated)
+    return placed, truncated, data.CHECKSUMS["mnist"][name].partition(":")[2]
+
+
+def test_a_truncated_file_placed_by_hand_is_reported_as_such_and_kept(mnist_mirror, tmp_path):
+    placed, truncated, published = place_truncated_mnist_file(mnist_mirror, tmp_path)
+    with pytest.raises(data.DataUnavailableError) as error:
+        data.load("mnist", data_dir=tmp_path, download=False)
+    message = str(error.value)
+    digest = hashlib.sha256(truncated).hexdigest()
+    assert (f"{placed} was on disk but its sha256 is {digest} ({len(truncated):,} bytes), not "
+            f"the published {published}; moved to {placed}.corrupt") in message
+    assert "download=False" in message and "failed" not in message
+    assert message.index("moved to") < message.index("To fix:")
+    assert not placed.exists()
+    assert (tmp_path / "mnist" / f"{placed.name}.corrupt").read_bytes() == truncated
+
+
+def test_a_bad_file_by_hand_then_a_failed_download_says_both(mnist_mirror, tmp_path,
+                                                              monkeypatch):
+    placed, truncated, published = place_truncated_mnist_file(mnist_mirror, tmp_path)
+    monkeypatch.setitem(data.MIRRORS, "mnist", ("file:///nonexistent/",))
+    with pytest.raises(data.DataUnavailableError) as error:
+        data.load("mnist", data_dir=tmp_path)
+    message = str(error.value)
+    assert f"{placed} was on disk but its sha256 is" in message
+    assert f"not the published {published}; moved to {placed}.corrupt" in message
+    assert "then the download of train-images-idx3-ubyte.gz failed" in message
+    assert "file:///nonexistent/train-images-idx3-ubyte.gz" in message
+    assert message.index("was on disk") < message.index("download of") < message.index("To fix:")
+    assert (tmp_path / "mnist" / f"{placed.name}.corrupt").read_bytes() == truncated
+
+
+def test_a_closed_port_fails_like_any_unreachable_mirror(mnist_mirror, tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    placed, truncated, _ = place_truncated_mnist_file(mnist_mirror, tmp_path)
+    monkeypatch.setitem(data.MIRRORS, "mnist", (f"http://127.0.0.1:{port}/",))
+    with pytest.raises(data.DataUnavailableError, match=f"(?s)was on disk.*127.0.0.1:{port}"):
+        data.load("mnist", data_dir=tmp_path)
+    assert (tmp_path / "mnist" / f"{placed.name}.corrupt").read_bytes() == truncated
+
+
+def test_quarantine_never_overwrites(tmp_path):
+    path = tmp_path / "file.bin"
+    for n in range(3):
+        path.write_bytes(bytes([n]))
+        moved = data.store.quarantine(path)
+        assert not path.exists() and moved.read_bytes() == bytes([n])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "file.bin.corrupt", "file.bin.corrupt.1", "file.bin.corrupt.2"]
 
 
 def test_download_with_wrong_checksum_is_rejected(mnist_mirror, tmp_path, monkeypatch):
@@ -264,7 +343,7 @@ def serve_cifar(tmp_path, monkeypatch, dataset: str, table: str, tarball_name: s
     monkeypatch.setitem(data.MIRRORS, dataset,
                         ("file:///nonexistent/", tarball.parent.as_uri() + "/"))
     monkeypatch.setitem(data.CHECKSUMS, dataset, {tarball.name: sha256(tarball.read_bytes())})
-    monkeypatch.setattr(data, table, {name: sha256(raw) for name, raw in pickled.items()})
+    monkeypatch.setattr(data.cifar, table, {name: sha256(raw) for name, raw in pickled.items()})
 
 
 def test_cifar10_is_downloaded_extracted_verified_and_read(tmp_path, monkeypatch):
@@ -282,11 +361,12 @@ def test_cifar10_is_downloaded_extracted_verified_and_read(tmp_path, monkeypatch
                        .reshape(20, 3, 32, 32) / 255)
     assert dataset.y_test.tolist() == batches["test_batch"][b"labels"]
 
-    # a damaged batch is re-extracted from the verified tarball
+    # a damaged batch is set aside and re-extracted from the verified tarball
     damaged = tmp_path / "data" / "cifar10" / "data_batch_3"
     damaged.write_bytes(b"garbage")
     again = data.load("cifar10", data_dir=tmp_path / "data", download=False)
     assert torch.equal(again.x_train, dataset.x_train)
+    assert (tmp_path / "data" / "cifar10" / "data_batch_3.corrupt").read_bytes() == b"garbage"
 
 
 def test_cifar10_unavailable_says_there_is_no_embedded_cifar(tmp_path, monkeypatch):
@@ -327,6 +407,7 @@ def test_cifar100_is_downloaded_extracted_verified_and_read(tmp_path, monkeypatc
     damaged.write_bytes(intact[:-10])
     again = data.load("cifar100", data_dir=tmp_path / "data", download=False)
     assert damaged.read_bytes() == intact
+    assert (stored / "test.corrupt").read_bytes() == intact[:-10]
     assert torch.equal(again.x_test, dataset.x_test) and torch.equal(again.y_train, dataset.y_train)
 
 
@@ -335,7 +416,8 @@ def test_cifar100_without_files_and_download_names_the_fix(tmp_path):
         data.load("cifar100", data_dir=tmp_path, download=False)
     message = str(error.value)
     assert message.startswith("'cifar100' is unavailable")
-    assert "download=False; pass download=True" in message
+    assert f"{tmp_path / 'cifar100' / 'cifar-100-python.tar.gz'} is missing" in message
+    assert "download=False, so nothing was downloaded (pass download=True" in message
     folder = tmp_path / "cifar100"
     assert f"place these files by hand in {folder}: cifar-100-python.tar.gz" in message
     assert 'no embedded CIFAR-100; reduced-scale experiments use the embedded "mnist-5k"' in message

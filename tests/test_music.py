@@ -1,4 +1,4 @@
-"""ibtools.music: the piano-roll pickles read from tiny files written here in their format and
+"""ibtools.data.music: the piano-roll pickles read from tiny files written here in their format and
 "downloaded" through file:// URLs, and the embedded Bach chorales checked against music21."""
 
 import pickle
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ibtools import data, music
+from ibtools import data
+from ibtools.data import music, store
 
 # Three pieces in the pickles' layout: steps as tuples or lists of MIDI numbers, silent steps
 # as (), the lowest and highest piano keys, a note repeated within a step.
@@ -118,7 +119,7 @@ def damaged_pickle(kind: str, tmp_path) -> bytes:
 def test_read_piano_rolls_rejects_damaged_files(tmp_path, kind):
     path = tmp_path / "damaged.pickle"
     path.write_bytes(damaged_pickle(kind, tmp_path))
-    with pytest.raises(ValueError, match="not a piano-roll pickle.*corrupt.*delete it"):
+    with pytest.raises(ValueError, match="not a piano-roll pickle.*corrupt or truncated"):
         music.read_piano_rolls(path)
     assert not (tmp_path / "marker").exists()  # the foreign code never ran
 
@@ -136,13 +137,13 @@ def jsb_mirror(tmp_path, monkeypatch):
     served.write_bytes(pickle.dumps(PIECES, protocol=2))
     monkeypatch.setitem(data.MIRRORS, "jsb-chorales", (mirror.as_uri() + "/",))
     downloads = []
-    real_download = data._download
+    real_download = store.download_file
 
     def counting_download(url, destination, checksum):
         downloads.append(url)
         return real_download(url, destination, checksum)
 
-    monkeypatch.setattr(data, "_download", counting_download)
+    monkeypatch.setattr(store, "download_file", counting_download)
     return served, downloads
 
 
@@ -171,34 +172,56 @@ def test_jsb_chorales_is_downloaded_and_split_as_published(jsb_mirror, tmp_path)
     assert len(downloads) == 1
 
 
-def test_corrupt_pickle_in_place_is_removed_and_downloaded_again(jsb_mirror, tmp_path):
+def test_corrupt_pickle_in_place_is_quarantined_and_downloaded_again(jsb_mirror, tmp_path):
     served, downloads = jsb_mirror
     stored = tmp_path / "data" / "jsb-chorales" / served.name
     stored.parent.mkdir(parents=True)
-    stored.write_bytes(served.read_bytes()[:-7])  # a partial copy
+    partial = served.read_bytes()[:-7]
+    stored.write_bytes(partial)  # a partial copy
     dataset = music.load_music("jsb-chorales", data_dir=tmp_path / "data")
     assert_rolls_equal(dataset.test, PIECES["test"])
     assert stored.read_bytes() == served.read_bytes() and len(downloads) == 1
+    assert stored.with_name(stored.name + ".corrupt").read_bytes() == partial
 
 
-def test_corrupt_pickle_without_download_is_removed_and_reported(jsb_mirror, tmp_path):
+def test_corrupt_pickle_without_download_is_quarantined_and_reported(jsb_mirror, tmp_path):
     served, downloads = jsb_mirror
     stored = tmp_path / "data" / "jsb-chorales" / served.name
     stored.parent.mkdir(parents=True)
     stored.write_bytes(b"garbage")
-    with pytest.raises(data.DataUnavailableError,
-                       match="(?s)not a valid piano-roll pickle.*removed.*download=True"):
+    with pytest.raises(data.DataUnavailableError) as error:
         music.load_music("jsb-chorales", data_dir=tmp_path / "data", download=False)
+    message = str(error.value)
+    assert f"{stored} was on disk but is not a piano-roll pickle (it does not unpickle" in message
+    assert f"moved to {stored}.corrupt; download=False" in message and "To fix" in message
     assert not stored.exists() and downloads == []
+    assert stored.with_name(stored.name + ".corrupt").read_bytes() == b"garbage"
 
 
-def test_a_mirror_serving_a_damaged_pickle_is_reported_and_not_kept(jsb_mirror, tmp_path):
+def test_a_bad_pickle_by_hand_then_a_damaged_download_says_both(jsb_mirror, tmp_path):
+    served, downloads = jsb_mirror
+    served.write_bytes(pickle.dumps({"train": [], "test": []}))
+    stored = tmp_path / "data" / "jsb-chorales" / served.name
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"garbage")
+    with pytest.raises(data.DataUnavailableError,
+                       match="(?s)was on disk but is not a piano-roll pickle.*corrupt;\nthen the "
+                             "downloaded .* is not a piano-roll pickle.*keys.*corrupt[.]1"):
+        music.load_music("jsb-chorales", data_dir=tmp_path / "data")
+    assert stored.with_name(stored.name + ".corrupt").read_bytes() == b"garbage"
+    assert stored.with_name(stored.name + ".corrupt.1").read_bytes() == served.read_bytes()
+    assert len(downloads) == 1
+
+
+def test_a_mirror_serving_a_damaged_pickle_is_reported_and_set_aside(jsb_mirror, tmp_path):
     served, downloads = jsb_mirror
     served.write_bytes(pickle.dumps({"train": [], "test": []}))
     with pytest.raises(data.DataUnavailableError,
-                       match="(?s)not a valid piano-roll pickle.*keys.*bach-chorales"):
+                       match="(?s)downloaded .* is not a piano-roll pickle.*keys.*bach-chorales"):
         music.load_music("jsb-chorales", data_dir=tmp_path / "data")
-    assert not (tmp_path / "data" / "jsb-chorales" / served.name).exists()
+    stored = tmp_path / "data" / "jsb-chorales" / served.name
+    assert not stored.exists()  # never used
+    assert stored.with_name(stored.name + ".corrupt").read_bytes() == served.read_bytes()
     assert len(downloads) == 1  # a fresh download that fails is not fetched again
 
 
@@ -206,7 +229,7 @@ def test_missing_pickle_without_download_names_the_file_and_the_embedded_alterna
     with pytest.raises(data.DataUnavailableError) as error:
         music.load_music("piano-midi", data_dir=tmp_path, download=False)
     message = str(error.value)
-    assert "is missing and download=False" in message
+    assert "Piano-midi.de.pickle is missing; download=False" in message
     assert str(tmp_path / "piano-midi") in message and "Piano-midi.de.pickle" in message
     assert '"bach-chorales"' in message
 
@@ -279,7 +302,7 @@ def test_an_unreadable_embedded_file_names_the_rebuild_command(tmp_path, damage)
     broken = tmp_path / "chorales.npz"
     whole = music.BACH_CHORALES_FILE.read_bytes()
     broken.write_bytes(b"not a zip" if damage == "not-a-zip" else whole[: len(whole) // 2])
-    with pytest.raises(data.DataUnavailableError, match="python -m ibtools.music"):
+    with pytest.raises(data.DataUnavailableError, match="python -m ibtools.data.music"):
         music.read_bach_chorales(broken)
 
 

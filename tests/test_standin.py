@@ -16,7 +16,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ibtools import data, music, standin, uci
+from ibtools import data, standin
+from ibtools.data import music, store, uci
 from ibtools.experiments import ch03_ib_vs_eb
 
 IMAGES = ("mnist", "fashion-mnist", "cifar10", "cifar100")
@@ -25,16 +26,17 @@ UCI = tuple(f"uci:{name}" for name in ch03_ib_vs_eb.UCI_DATASETS)
 
 
 class NetworkUsed(Exception):
-    """Raised by the stand-in for ibtools.data._fetch: a real load was attempted."""
+    """Raised by the stand-in for ibtools.data.store.download_file: a download was attempted."""
 
 
 @pytest.fixture
-def no_network(monkeypatch):
-    def fetch(*args, **kwargs):
+def no_network(monkeypatch, tmp_path):
+    def download_file(*args, **kwargs):
         raise NetworkUsed(args)
 
-    monkeypatch.setattr(data, "_fetch", fetch)
-    monkeypatch.setattr(uci, "_fetch", fetch)  # uci imported it by name
+    monkeypatch.setattr(store, "download_file", download_file)
+    monkeypatch.setenv("IBTOOLS_DATA", str(tmp_path / "empty"))  # no reader's real files
+    monkeypatch.delenv(uci.UCI_ENV, raising=False)
 
 
 # --- the stored shapes ------------------------------------------------------------------------
@@ -216,7 +218,8 @@ def _is_cached(function: ast.FunctionDef) -> bool:
 def test_every_cache_of_loaded_datasets_is_cleared():
     package = Path(standin.__file__).parent
     cached = set()
-    for path in [package / "data.py", *sorted((package / "experiments").glob("*.py"))]:
+    for path in [*sorted((package / "data").glob("*.py")),
+                 *sorted((package / "experiments").glob("*.py"))]:
         module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef) and _is_cached(node) and _loads_data(node):

