@@ -40,7 +40,8 @@ def test_every_dataset_is_listed_and_every_listed_dataset_is_tested():
                                 "uci:NAME"} | music == set(data.DATASETS)
 
 
-def test_load_reaches_the_music_and_uci_datasets(tmp_path):
+def test_load_reaches_the_music_and_uci_datasets(tmp_path, monkeypatch):
+    monkeypatch.delenv("IBTOOLS_UCI", raising=False)
     chorales = data.load("bach-chorales", seed=1)
     assert isinstance(chorales, data.SequenceDataset) and chorales.n_features == 88
     with pytest.raises(data.DataUnavailableError, match="iris"):

@@ -246,19 +246,14 @@ def read_collection(location: Path | str) -> UCICollection:
     location = Path(location).expanduser()
     if not location.exists():
         raise FileNotFoundError(f"{location} does not exist")
-    source: _Zip | _Folder
-    if location.is_dir():
-        source = _Folder(location)
-        listing = source.files()
-        if not _dataset_folders(listing)[0] and (location / ARCHIVE).is_file():
-            source = _Zip(location / ARCHIVE)
-    else:
-        source = _Zip(location)
+    source: _Zip | _Folder = _Folder(location) if location.is_dir() else _Zip(location)
     try:
-        listing = source.files()
+        folders, problems = _dataset_folders(source.files())
+        if isinstance(source, _Folder) and not folders and (location / ARCHIVE).is_file():
+            source = _Zip(location / ARCHIVE)
+            folders, problems = _dataset_folders(source.files())
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise ArchiveError(source.path, f"it is not a zip file ({err})") from err
-    folders, problems = _dataset_folders(listing)
     if not folders and not problems:
         raise ArchiveError(source.path, "it holds no dataset folder (a folder NAME/ with "
                                         f"NAME{_FEATURES_SUFFIX}, {LABELS}, {FOLDS} and "
@@ -506,12 +501,15 @@ def load_uci(name: str, *, split: str = "archive", standardize: bool = True,
     collection = uci_collection(data_dir=data_dir, uci_dir=uci_dir, download=download)
     wanted = archive_name(name)
     if wanted in collection.problems:
+        good_copy = f"a good copy of {ARCHIVE} ({', '.join(_archive_mirrors())})"
+        fix = (f"move {collection.location} aside and put {good_copy} in its place"
+               if isinstance(collection.source, _Zip) else
+               f"replace the dataset folder's four files from {good_copy}")
         raise DataUnavailableError(
             f"UCI dataset {wanted!r} in {collection.location} is damaged or incomplete: "
             f"{collection.problems[wanted]}. The collection's {len(collection.intact)} intact "
-            f"datasets still load (ibtools.data.uci.uci_names()).\nTo fix: replace its folder's "
-            f"four files from a good copy of {ARCHIVE} ({', '.join(_archive_mirrors())}), or "
-            f"use another dataset")
+            f"datasets still load (ibtools.data.uci.uci_names()).\nTo fix: {fix}, or use "
+            f"another dataset")
     if wanted not in collection.intact:
         closest = difflib.get_close_matches(wanted, collection.names, n=3)
         hint = f" Did you mean {' or '.join(map(repr, closest))}?" if closest else ""
