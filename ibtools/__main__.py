@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import os
 import platform
 import shlex
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, data, plan
-from .experiments import EXPERIMENTS, SCALES, get, save_results
+from .experiments import EXPERIMENTS, SCALES, get, results_file, save_results
 from .sweep import ResultsCache, SweepError, missing, run_columns, slurm_executor
 from .train import resolve_device
 
@@ -97,8 +98,12 @@ def cmd_run(args) -> int:
     }
     runs = table.groupby(run_columns(table), dropna=False)["diverged"].first()
     provenance["runs"] = len(runs)
+    if table.attrs.get("skipped_datasets"):
+        provenance["skipped_datasets"] = table.attrs["skipped_datasets"]
+    if args.scale == "full":  # where the data were read from
+        provenance["data"] = {name: os.environ.get(name, "(unset)") for name in ("IBTOOLS_DATA", "IBTOOLS_UCI")}
     save_results(table, out, provenance)
-    print(f"wrote {out / 'results.csv'} ({len(table)} rows, {len(runs)} runs, {int(runs.sum())} diverged)")
+    print(f"wrote {results_file(out)} ({len(table)} rows, {len(runs)} runs, {int(runs.sum())} diverged)")
     return 0
 
 

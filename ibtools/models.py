@@ -123,13 +123,32 @@ class MusicRNN(nn.Module):
         return self.readout(self.rnn(x))
 
 
-class UCINet(nn.Sequential):
-    """The UCI classifier: three arctan layers as wide as the input, then a linear layer to the
-    classes (IB's update for the identity is EB's, so only the arctan layers differ)."""
+UCI_INITS = ("glorot", "authors")
 
-    def __init__(self, n_features: int, n_classes: int, mode: str = "implicit"):
+
+class UCINet(nn.Sequential):
+    """The UCI classifier (appendix D.3): three arctan layers as wide as the input, then a
+    linear layer to the classes (IB's update for the identity is EB's, so only the arctan
+    layers differ). Input (B, n_features), output (B, n_classes) logits.
+
+    ``init="glorot"``: appendix D.4, Glorot-uniform weights and zero biases. ``init="authors"``:
+    what Fagan & Iyengar's code does instead (github.com/francoisfagan/NN_ISGD, isgd_fns.py,
+    the arctan layer's ``reset_parameters``: weights and biases uniform on (-0.1, 0.1); the
+    last layer is a torch ``nn.Linear`` with torch's default initialisation, uniform on
+    (-1/sqrt(n), 1/sqrt(n)) for weights and bias). Another ``init`` raises ValueError."""
+
+    def __init__(self, n_features: int, n_classes: int, mode: str = "implicit", init: str = "glorot"):
+        if init not in UCI_INITS:
+            raise ValueError(f"unknown UCI initialisation {init!r}; use 'glorot' (appendix D.4) or "
+                             "'authors' (Fagan & Iyengar's code)")
         super().__init__(*[IBLinear(n_features, n_features, "arctan", mode) for _ in range(3)],
                          IBLinear(n_features, n_classes, "identity", mode))
+        if init == "authors":
+            with torch.no_grad():
+                for layer in list(self)[:3]:
+                    layer.weight.uniform_(-0.1, 0.1)
+                    layer.bias.uniform_(-0.1, 0.1)
+                nn.Linear.reset_parameters(self[3])
 
 
 def linear_model(n_features: int, n_outputs: int = 1) -> nn.Linear:

@@ -214,10 +214,15 @@ class RunResult:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, loss: str, batch_size: int = 4096) -> tuple[float, float]:
+def evaluate(model, x, y, loss: str, batch_size: int = 4096, *, batch_means: bool = False) -> tuple[float, float]:
     """Mean loss and accuracy (NaN for regression) of ``model`` over a whole split. With
     ``y`` None, ``x`` is a list of sequences (a :class:`ibtools.data.SequenceDataset` split),
-    each its own target: the mean over sequences of their losses, and NaN accuracy."""
+    each its own target: the mean over sequences of their losses, and NaN accuracy.
+
+    ``batch_means=True``: the loss is instead the mean over consecutive batches of
+    ``batch_size`` rows of each batch's mean loss, so a last, smaller batch weighs as much as
+    a full one (how Fagan & Iyengar's code reports its losses: github.com/francoisfagan/NN_ISGD,
+    train_test.py, ``test``). Accuracy is over rows either way."""
     was_training = model.training
     model.eval()
     loss_fn = LOSSES[loss]
@@ -229,9 +234,12 @@ def evaluate(model, x, y, loss: str, batch_size: int = 4096) -> tuple[float, flo
         for start in range(0, len(x), batch_size):
             out = model(x[start:start + batch_size])
             target = y[start:start + batch_size]
-            total_loss += float(loss_fn(out, target)) * len(target)
+            total_loss += float(loss_fn(out, target)) * (1 if batch_means else len(target))
             correct = correct_predictions(out, target, loss)
             total_correct += math.nan if correct is None else float(correct)
+        if batch_means:
+            model.train(was_training)
+            return total_loss / math.ceil(len(x) / batch_size), total_correct / len(x)
     model.train(was_training)
     return total_loss / len(x), total_correct / len(x)
 
@@ -269,6 +277,8 @@ def train(
     evals_per_epoch: int = 1,
     diverge_factor: float = 100.0,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    shuffle: bool = True,
+    eval_batch_means: bool = False,
 ) -> RunResult:
     """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
 
@@ -280,7 +290,10 @@ def train(
     ``test_acc`` over the full splits: before training (epoch 0), at the end of every epoch
     and, with ``evals_per_epoch > 1``, at evenly spaced points within it (fractional epochs).
     ``augment(inputs, generator)``, if given, transforms each training mini-batch's inputs
-    (e.g. :func:`crop_and_flip`); evaluations see the data as it is.
+    (e.g. :func:`crop_and_flip`); evaluations see the data as it is. ``shuffle=False`` visits
+    the training rows in their stored order every epoch (a fixed sequence of batches);
+    ``eval_batch_means=True`` reports each split's loss as the mean of its ``batch_size``-row
+    batches' mean losses (:func:`evaluate`).
 
     Inside :func:`ibtools.plan.probe` the call measures what it costs and stops early.
     """
@@ -305,6 +318,8 @@ def train(
     evaluated = [(x_train, y_train), (x_test, y_test)]
 
     def evaluate_splits(splits) -> list[tuple[float, float]]:
+        if eval_batch_means:
+            return [evaluate(model, x, y, loss, batch_size, batch_means=True) for x, y in splits]
         return [evaluate(model, x, y, loss) for x, y in splits]
 
     if probe is not None:
@@ -329,7 +344,7 @@ def train(
 
     model.train()
     for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=generator).to(dev)
+        order = (torch.randperm(n, generator=generator) if shuffle else torch.arange(n)).to(dev)
         for i in range(steps_per_epoch):
             inputs, targets = _batch(x_train, y_train, order[i * batch_size:(i + 1) * batch_size])
             if augment is not None:

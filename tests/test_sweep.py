@@ -539,7 +539,7 @@ def uci_runs(**kwargs) -> pd.DataFrame:
     from ibtools.experiments import get
 
     return get("ib-uci").sweep("reduced", device="cpu", cache=False, progress=False, lrs=[0.1, 30.0], seeds=1,
-                               datasets=("wine",), **kwargs)
+                               datasets=("wine",), minibatches=("per-example",), **kwargs)
 
 
 def test_two_worker_processes_give_the_table_of_one_bit_for_bit():
@@ -582,7 +582,7 @@ def test_a_job_array_through_submitit_gives_the_same_table_and_resumes(tmp_path)
     from ibtools.sweep import slurm_executor
 
     experiment, cache = get("ib-uci"), ResultsCache(tmp_path / "cache")
-    axes = dict(lrs=[0.1, 30.0], seeds=1, datasets=("wine",))
+    axes = dict(lrs=[0.1, 30.0], seeds=1, datasets=("wine",), minibatches=("per-example",))
     executor = slurm_executor(tmp_path / "jobs", cluster="local", runs_per_task=3, time_min=5)
     table = experiment.sweep("reduced", device="cpu", cache=cache, progress=False, executor=executor, **axes)
     pd.testing.assert_frame_equal(uci_runs(), table, check_exact=True)
