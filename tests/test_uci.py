@@ -302,6 +302,10 @@ def test_a_member_failing_its_crc_costs_only_its_dataset(tmp_path):
     collection = uci.read_collection(path)
     assert collection.names == ["b-c", "oocytes-tiny-4d"]
     assert "Bad CRC-32" in collection.problems["tiny-a"]
+    for name in collection.names:  # the zip's other members still read
+        assert uci.load_uci(name, uci_dir=path).n_classes == 2
+    with pytest.raises(data.DataUnavailableError, match="'tiny-a'.*Bad CRC-32"):
+        uci.load_uci("tiny-a", uci_dir=path)
 
 
 @pytest.mark.parametrize("raw", [b"<html>404 Not Found</html>", "half"], ids=["page", "truncated"])
@@ -482,6 +486,12 @@ def test_a_folder_missing_a_features_file_is_reported_and_left_as_it_is(tmp_path
         uci.load_uci("trains", uci_dir=folder)
     assert uci.load_uci("balloons", uci_dir=folder).n_classes == 2
     assert snapshot(folder) == before  # nothing moved, renamed or written
+    # the same copy extracted into data_dir()/uci/ as it is in the repository
+    store = tmp_path / "store"
+    shutil.copytree(folder / "data", store / "uci" / "data")
+    assert uci.uci_names(data_dir=store, download=False) == ["balloons", "fertility", "lenses"]
+    assert list(uci.uci_problems(data_dir=store, download=False)) == ["trains"]
+    assert snapshot(store) == {f"uci/{path}": raw for path, raw in before.items()}
 
 
 @pytest.mark.parametrize("damage", ["truncated", "label-out-of-range", "row-count"])
