@@ -66,9 +66,12 @@ from .sweep import RUN_THREADS, config_dict, process_pool
 # Fields of the experiments' configs (ibtools/experiments/) that change what a run computes
 # but not what it costs: step sizes and proximal weights, decays (weight decay adds an
 # elementwise operation per step, nothing beside the step), seeds and initial values, and
-# which of the rows computed are kept.
+# which of the rows computed are kept; and chapter 3's protocol choices that keep every
+# shape: IB's mini-batch convention (a factor on ||z||^2), rescaling the features, the order
+# of the batches, the initialisation and how the losses are averaged.
 COST_FREE = frozenset({"lr", "lam", "mu", "inner_lr_ratio", "weight_decay", "seed", "theta0",
-                       "init_mean", "init_std", "noise", "log_every"})
+                       "init_mean", "init_std", "noise", "log_every",
+                       "minibatch", "standardize", "shuffle", "init", "loss_measure"})
 # Fields whose value does not change the cost but whether it is zero does: clipping the
 # gradient's norm costs the norm, at any threshold; SIBP's l1 penalty replaces each layer's
 # conjugate-gradient solve by an accelerated proximal-gradient one (sibp.l1_fit), at any weight.
