@@ -24,10 +24,11 @@ from ibtools.experiments.ch03_ib_vs_eb import IBRunConfig
 
 
 def test_learning_rates_seeds_and_cost_free_settings_do_not_split_kinds():
-    grid = get("ib-mnist").grid("full")  # 3 methods x 22 rates x 20 seeds, but 3 costs
+    grid = get("ib-mnist").grid("full")  # EB, IB under 2 conventions, exact ISGD x 22 rates x 20 seeds, 3 costs
     kinds = plan.group_kinds(grid)
     assert len({c.lr for c in grid}) == 22 and len({c.seed for c in grid}) == 20
-    assert [len(runs) for runs in kinds.values()] == [22 * 20] * 3
+    assert [len(runs) for runs in kinds.values()] == [22 * 20, 2 * 22 * 20, 22 * 20]
+    assert {c.minibatch for c in list(kinds.values())[1]} == {"per-example", "loss-share"}
     assert plan.kind_labels(list(kinds)) == ["method=eb", "method=ib", "method=exact-isgd"]
     deep = plan.group_kinds(get("sibp-deep").grid("full"))  # 4 methods x 3 initialisations (init_std)
     assert len(deep) == 4 and all(len(runs) == 3 for runs in deep.values())
