@@ -308,9 +308,22 @@ autoencoder = _experiment("ib-autoencoder", "IB vs EB: MNIST relu autoencoder, t
 music = _experiment("ib-music", "IB vs EB: arctan RNN on polyphonic music, training loss after 5 epochs",
                     music_configs)
 uci = _experiment("ib-uci", "IB vs EB: UCI classification, 10 epochs, the paper's 10 learning rates", uci_configs)
+UCI_SPREAD_LRS = (5.0, 10.0, 30.0, 50.0)  # the rates of D.5's grid past every method's best on most datasets
+
+
+def uci_seed_configs(scale, lrs=None, methods=None, seeds=None, datasets=None, minibatches=None):
+    """EB under :data:`UCI_AUTHORS_PROTOCOL` at the large rates :data:`UCI_SPREAD_LRS`, two seeds:
+    how far apart two draws of the initial weights leave one run's final loss, beside how far
+    ours is from E.15's (:func:`uci_full_claims`)."""
+    return uci_configs(scale, lrs=lrs or UCI_SPREAD_LRS, methods=methods or ("eb",), seeds=seeds or 2,
+                       datasets=datasets, minibatches=minibatches, protocol=UCI_AUTHORS_PROTOCOL)
+
+
 uci_authors = _experiment("ib-uci-authors", "IB vs EB on the UCI datasets as Fagan & Iyengar's code ran them "
                           "(its split, initialisation and loss measure)",
                           functools.partial(uci_configs, protocol=UCI_AUTHORS_PROTOCOL))
+uci_seeds = _experiment("ib-uci-seeds", "EB on the UCI datasets as the authors' code ran them, two seeds at the "
+                        "large rates: the spread of a single run", uci_seed_configs)
 clipping = _experiment("ib-clipping", "IB vs EB with gradient-norm clipping (appendix E.2)", clipping_configs)
 
 
