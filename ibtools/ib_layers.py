@@ -50,10 +50,10 @@ MODES = ("implicit", "explicit")
 # How a mini-batch of B examples combines their implicit steps (the paper is silent; chapter 2
 # derives both and sets them against the proximal step on the batch's mean loss):
 # "per-example" (the default): each example's step is taken on its whole loss, and the steps
-#     are averaged (exact when the batch repeats one example);
+#     are averaged (with mu = 0, exact when the batch repeats one example);
 # "loss-share": each example's step is taken on its share, 1/B, of the mean loss, and the steps
-#     are summed (exact when the examples' inputs are mutually orthogonal; Fagan & Iyengar's
-#     code, github.com/francoisfagan/NN_ISGD, isgd_fns.py).
+#     are summed (with mu = 0, exact when the inputs z_i = (x_i, 1) are mutually orthogonal;
+#     Fagan & Iyengar's code, github.com/francoisfagan/NN_ISGD, isgd_fns.py).
 MINIBATCH = ("per-example", "loss-share")
 
 
@@ -287,11 +287,11 @@ class IBLinear(nn.Linear, _IBModule):
 
     Either way minus lr mu^2 / (1 + lr mu) theta, the decay correction, and one matmul
     alpha^T Z (the cost of EB's weight gradient). The two agree where sigma is linear over
-    the step and differ by up to a factor B where it saturates; for B = 1 both are exactly
-    eq. (7), and as lr -> 0 both tend to EB's gradient. The gradient passed down to x is EB's.
-    Chapter 2 derives both and measures each against the proximal step on real batches: the
-    default is the closer one where IB departs from EB (large rates), "loss-share" the closer
-    one at small rates, where both are near EB.
+    the step and part where it saturates (for the relu by up to a factor B); for B = 1 both
+    are exactly eq. (7), and as lr -> 0 both tend to EB's gradient. The gradient passed down
+    to x is EB's. Chapter 2 derives both and measures each against the proximal step on real
+    batches: where IB departs from EB, "loss-share" steps about as far as EB, farther than the
+    prox, and "per-example" less far; the default errs on the short side.
     ``minibatch`` other than these two raises ValueError.
     """
 

@@ -246,15 +246,19 @@ def test_the_synthetic_batches_have_the_structure_claimed():
         ch02.synthetic_batches(batch=10, n=9)
 
 
-def test_each_convention_is_exact_in_its_case_and_the_default_is_closer_where_ib_departs(minibatch_table):
+def test_each_convention_is_exact_in_its_case_and_the_two_bracket_the_prox_on_real_batches(minibatch_table):
     from ibtools import claims
 
     found = ch02.minibatch_claims(minibatch_table)
     assert all(c.evidence.strip() for c in found)
     assert claims.verdicts(found) == {"per-example_exact_for_repeated_example": True,
                                       "loss-share_exact_for_orthogonal_inputs": True,
-                                      "default_minibatch_is_closer_where_ib_departs": True}
+                                      "conventions_bracket_the_prox": True}
+    assert "For a batch that repeats one example the per-example convention" in found[0].text
     wide = minibatch_table.pivot_table(index=["batch", "lr"], columns="method", values="rel_error")
     # both conventions tend to EB, and to the prox, as lr -> 0
     smallest = wide.xs(MINIBATCH_LRS[0], level="lr")
     assert (smallest[["eb", "loss-share"]].max() < 5e-3).all() and smallest["per-example"].max() < 2e-2
+    # a step's length and direction against the prox's: exact cases give 1 and 1
+    exact = minibatch_table[(minibatch_table.batch == "repeated example") & (minibatch_table.method == "per-example")]
+    assert np.allclose(exact["length"], 1, atol=1e-6) and np.allclose(exact["cosine"], 1, atol=1e-9)

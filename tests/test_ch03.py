@@ -184,7 +184,7 @@ def test_the_committed_reduced_results_are_reproduced_by_rerunning_some_of_their
 FIXTURE_UCI = Path(__file__).parent / "fixtures" / "uci"  # four real datasets of the authors' copy
 
 
-@pytest.mark.parametrize("name", ["ib-uci", "ib-uci-authors"])
+@pytest.mark.parametrize("name", ["ib-uci", "ib-uci-authors", "ib-uci-seeds"])
 def test_the_committed_full_uci_runs_are_reproduced_from_the_real_fixture_datasets(name, monkeypatch):
     """The fixtures are byte copies of four of the datasets the full sweeps ran on; rerunning
     their runs under the recorded thread count gives the committed rows."""
@@ -197,7 +197,8 @@ def test_the_committed_full_uci_runs_are_reproduced_from_the_real_fixture_datase
     finals = final_rows(table)
     picked = finals[finals["dataset"].isin([f"uci:{d}" for d in ("balloons", "fertility", "lenses", "trains")])
                     & finals["lr"].isin([0.5, 30.0])]
-    assert len(picked) == 4 * 2 * 3  # datasets, rates, EB and IB under both conventions
+    # datasets x rates x (EB and IB under both conventions; ib-uci-seeds: EB, two seeds, large rates only)
+    assert len(picked) == 4 * (2 * 3 if name != "ib-uci-seeds" else 1 * 2)
     try:
         for _, row in picked.iterrows():
             config = config_of(row, table.attrs["config_fields"])
@@ -212,8 +213,8 @@ def test_the_committed_full_uci_runs_are_reproduced_from_the_real_fixture_datase
 def test_the_full_uci_runs_stand_beside_e15_as_the_chapter_says():
     from ibtools import claims
 
-    tables = {name: load_results(name, "full")[0] for name in ("ib-uci", "ib-uci-authors")}
-    found = ch03.uci_full_claims(tables["ib-uci"], tables["ib-uci-authors"])
+    tables = {name: load_results(name, "full")[0] for name in ("ib-uci", "ib-uci-authors", "ib-uci-seeds")}
+    found = ch03.uci_full_claims(tables["ib-uci"], tables["ib-uci-authors"], tables["ib-uci-seeds"])
     assert all(c.evidence.strip() for c in found)
     assert claims.verdicts(found) == {"UCI E.15 reproduced": True, "UCI convention": True, "UCI single runs": True,
                                       "UCI above EB's best": True, "UCI test accuracy, full": None,
@@ -222,6 +223,8 @@ def test_the_full_uci_runs_stand_beside_e15_as_the_chapter_says():
     assert "over 116 datasets" in by_name["UCI E.15 reproduced"].text
     assert "245 of 585" in by_name["UCI above EB's best"].text and "249 of 573" in by_name["UCI above EB's best"].text
     assert "loss-share +0.19%" in by_name["UCI test accuracy, full"].text
+    assert "only 11% of them within 10% of our own run with another seed" in by_name["UCI single runs"].text
+    assert "116 datasets, seeds 0 and 1" in by_name["UCI single runs"].evidence
     ratios = ch03.e15_ratios(tables["ib-uci-authors"])
     assert set(ratios["method"]) == {"eb", "ib", ch03.SHARE} and ratios["dataset"].nunique() == 116
     assert len(ratios) == 116 * 3 * 10 and np.isfinite(ratios["ours"]).all()
