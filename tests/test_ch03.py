@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ibtools import claims, data
+from ibtools import claims, data, plots
 from ibtools.experiments import RESULTS_DIR, ch03_ib_vs_eb as ch03, get, load_results
 
 
@@ -144,7 +144,7 @@ def committed_reduced_results() -> list[str]:
 
 def config_of(row, fields) -> ch03.IBRunConfig:
     """The config of a results row, from the config fields its provenance lists."""
-    known = {f.name: f.type for f in dataclasses.fields(ch03.IBRunConfig)}
+    known = {f.name for f in dataclasses.fields(ch03.IBRunConfig)}
     values = {f: row[f] for f in fields if f in known}
     values["epochs"] = None if pd.isna(values.get("epochs")) else int(values["epochs"])
     for name in ("seed", "inner_steps"):
@@ -160,8 +160,7 @@ def config_of(row, fields) -> ch03.IBRunConfig:
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Each run's last evaluation row, all its config columns kept."""
-    epochs = table[table["kind"] == "epoch"]
-    return epochs.loc[epochs.groupby(table.attrs["config_fields"], dropna=False)["step"].idxmax()]
+    return plots.final_rows(table, "train_loss")
 
 
 def test_the_committed_reduced_results_are_reproduced_by_rerunning_some_of_their_runs():

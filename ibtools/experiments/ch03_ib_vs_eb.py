@@ -893,21 +893,18 @@ def _uci_claims(uci_table: pd.DataFrame) -> list:
     gap = float((np.abs(small["ib"] - small["eb"]) / small["eb"]).max())
     best = best_lr_accuracy(uci_table)
     eb_best = best[best["method"] == "eb"].set_index("dataset")["best_lr"]
-    by_lr = loss.stack().unstack("lr")
     # E.15's IB ran under loss-share (the authors' code): that is the like-for-like comparison.
     compared = SHARE if SHARE in loss.columns else "ib"
-    ours = ib_lower_above_eb_best(by_lr.loc[(slice(None), ["eb", compared]), :].rename(index={compared: "ib"}))
+    ours = _lower_above_best(finals, compared)
     paper = {PAPER_UCI_NAMES.get(d, d): v for d, v in ib_lower_above_eb_best(paper_e15()).items()}
     paper = {d: v for d, v in paper.items() if d in ours}
-    ib_lower, cells = sum(a for a, _ in ours.values()), sum(n for _, n in ours.values())
-    paper_lower, paper_cells = sum(a for a, _ in paper.values()), sum(n for _, n in paper.values())
+    (ib_lower, cells), (paper_lower, paper_cells) = _totals(ours), _totals(paper)
     same_shape = (ib_lower > cells / 2) == (paper_lower > paper_cells / 2)
     split = ", ".join(f"{d} {ours[d][0]}/{ours[d][1]} (paper {paper[d][0]}/{paper[d][1]})" for d in ours if d in paper)
     other = ""
     if compared == SHARE:
-        default = ib_lower_above_eb_best(by_lr.loc[(slice(None), ["eb", "ib"]), :])
-        other = (f" Per-example IB, the layers' default, is lower in {sum(a for a, _ in default.values())} of "
-                 f"{sum(n for _, n in default.values())}.")
+        lower, of = _totals(_lower_above_best(finals, "ib"))
+        other = f" Per-example IB, the layers' default, is lower in {lower} of {of}."
     name = "loss-share IB's" if compared == SHARE else "IB's"
     acc = best.pivot(index="dataset", columns="method", values="test_acc")
     one = "one seed" if seeds == 1 else f"{seeds} seeds"
@@ -936,13 +933,17 @@ def _uci_claims(uci_table: pd.DataFrame) -> list:
     ]
 
 
-def _above_best(finals: pd.DataFrame, ib_method: str) -> tuple[int, int]:
-    """(cells where ``ib_method``'s loss is below EB's, cells) above EB's best rate, summed over
-    the datasets of ``finals`` (:func:`final_losses`, one seed)."""
+def _lower_above_best(finals: pd.DataFrame, ib_method: str) -> dict[str, tuple[int, int]]:
+    """:func:`ib_lower_above_eb_best` for EB against ``ib_method`` (a method of ``finals``,
+    :func:`final_losses`; seeds averaged)."""
     loss = finals.groupby(["dataset", "method", "lr"])["train_loss"].mean().unstack("lr")
     pair = loss.loc[(slice(None), ["eb", ib_method]), :].rename(index={ib_method: "ib"}, level="method")
-    counts = ib_lower_above_eb_best(pair).values()
-    return sum(a for a, _ in counts), sum(n for _, n in counts)
+    return ib_lower_above_eb_best(pair)
+
+
+def _totals(counts: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(cells where IB is lower, cells), summed over the datasets of :func:`ib_lower_above_eb_best`."""
+    return sum(a for a, _ in counts.values()), sum(n for _, n in counts.values())
 
 
 def uci_full_claims(paper_protocol: pd.DataFrame, authors_protocol: pd.DataFrame,
@@ -1014,10 +1015,8 @@ def uci_full_claims(paper_protocol: pd.DataFrame, authors_protocol: pd.DataFrame
             paper="E.15's text: the grid is too coarse to tell EB from IB above the best rates"))
     finals = final_losses(authors_protocol).assign(
         dataset=lambda f: f["dataset"].str.removeprefix("uci:"))
-    ours = {m: _above_best(finals, m) for m in ("ib", SHARE)}
-    e15 = paper_e15().loc[sorted(set(finals["dataset"]))]
-    counts = ib_lower_above_eb_best(e15).values()
-    theirs = (sum(a for a, _ in counts), sum(n for _, n in counts))
+    ours = {m: _totals(_lower_above_best(finals, m)) for m in ("ib", SHARE)}
+    theirs = _totals(ib_lower_above_eb_best(paper_e15().loc[sorted(set(finals["dataset"]))]))
     share_rate, paper_rate = ours[SHARE][0] / ours[SHARE][1], theirs[0] / theirs[1]
     found.append(claim(
         "UCI above EB's best", abs(share_rate - paper_rate) < 0.05,
