@@ -37,6 +37,8 @@ from typing import Callable, NamedTuple, Union
 
 import torch
 
+from ibtools.steps import host_waits
+
 __all__ = [
     "PiecewiseCubic",
     "HARDTANH",
@@ -315,7 +317,7 @@ def _arctan_alpha(b, c, reach, shrink):
     # cubic is increasing, a discriminant <= 0 there is rounding, and the two extra "roots" it
     # would give are those of a complex pair.
     three = torch.maximum(discriminant, math.sqrt(3) - c0) <= 0
-    if t.is_cuda or three.any():  # (asking a GPU would cost a sync; a CPU skips the work when none)
+    if host_waits(t) or three.any():  # (asking a GPU would cost a sync; a CPU skips the work when none)
         t = torch.where(three, _smallest_of_three(p, minus_q), t)
     # u = S (g - x) = S (g / 3 - t), the new pre-activation; alpha = b / (shrink (1 + u^2)).
     u = torch.sub(g, t, alpha=3).mul_(scale).square_().mul_(1 / 9).add_(1)

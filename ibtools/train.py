@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ibtools.steps import EagerStep, GraphStep, graph_safe, precision
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """The device to run on: ``device`` if given, else ``$IBTOOLS_DEVICE``, else CUDA when
@@ -154,9 +156,12 @@ class WatchedOptimizer:
     def after(self, loss) -> None:
         pass
 
-    def step(self, closure):
+    def step(self, closure, update=None):
+        """``before``, the update (``update(closure)`` if given, else :meth:`update`), the count,
+        ``after``; :func:`train` passes a :class:`ibtools.steps.GraphStep` of the watched
+        optimizer as ``update`` to replay it from a CUDA graph while the hooks run on the host."""
         self.before(closure)
-        loss = self.update(closure)
+        loss = (update or self.update)(closure)
         self.steps += 1
         self.after(loss)
         return loss
@@ -180,20 +185,59 @@ def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, fli
     """The standard CIFAR augmentation (VS appendix A.3.1): each image of the batch ``x``
     (B, C, H, W) padded by ``pad`` pixels with reflections of itself, cropped back to H x W at
     a random offset, and with ``flip`` mirrored left-right with probability 1/2. Vectorised
-    over the batch; ``generator`` (on the CPU) draws the offsets and flips."""
+    over the batch; ``generator`` draws the offsets and flips on its own device (one on the
+    images' device keeps a CUDA step free of host-to-device copies)."""
     if x.ndim != 4:
         raise ValueError(f"crop_and_flip takes a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
     B, _, H, W = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x
-    dy = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (B,), generator=generator).to(x.device)
+    drawn = dict(generator=generator, device=generator.device)  # drawn where the generator is
+    dy = torch.randint(0, 2 * pad + 1, (B,), **drawn).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (B,), **drawn).to(x.device)
     rows = dy[:, None] + torch.arange(H, device=x.device)  # (B, H)
     cols = dx[:, None] + torch.arange(W, device=x.device)  # (B, W)
     if flip:
-        mirrored = torch.rand(B, generator=generator).to(x.device) < 0.5
+        mirrored = torch.rand(B, **drawn).to(x.device) < 0.5
         cols = torch.where(mirrored[:, None], cols.flip(1), cols)
     batch = torch.arange(B, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def make_step(optimizer, device: torch.device, capture: bool | None = None) -> Callable:
+    """How :func:`train` takes a step: ``step(closure)`` -> the batch loss, a 0-d tensor on
+    ``device`` that nobody has waited for. ``capture`` True (or None on CUDA with a
+    :func:`ibtools.steps.graph_safe` optimizer) replays the step from a CUDA graph
+    (:class:`ibtools.steps.GraphStep`); a :class:`WatchedOptimizer`'s hooks then run on the
+    host around the replayed update of the optimizer it watches.
+
+    Raises ValueError for ``capture=True`` on the CPU, or with an optimizer that is not
+    graph-safe."""
+    if capture is None:
+        capture = device.type == "cuda" and graph_safe(optimizer)
+    if not capture:
+        return EagerStep(optimizer)
+    if device.type != "cuda":
+        raise ValueError(f"capture=True needs a CUDA device, got {device}; CUDA graphs do not exist on the CPU")
+    if not graph_safe(optimizer):
+        raise ValueError(f"{type(optimizer).__name__}.step cannot be captured in a CUDA graph (see "
+                         "ibtools.steps.graph_safe); use capture=None or False")
+    if isinstance(optimizer, WatchedOptimizer):
+        inner = GraphStep(optimizer.optimizer)
+        step = _WatchedStep(optimizer, inner)
+        return step
+    return GraphStep(optimizer)
+
+
+class _WatchedStep:
+    """A WatchedOptimizer's step whose update is a captured step of the optimizer it watches."""
+
+    captured = True
+
+    def __init__(self, optimizer: WatchedOptimizer, update: GraphStep):
+        self.optimizer, self.update = optimizer, update
+
+    def __call__(self, closure) -> torch.Tensor:
+        return self.optimizer.step(closure, update=self.update)
 
 
 # Inside :func:`ibtools.plan.probe`, what measures the next :func:`train` call's cost (an
@@ -279,6 +323,8 @@ def train(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     shuffle: bool = True,
     eval_batch_means: bool = False,
+    capture: bool | None = None,
+    tf32: bool | None = None,
 ) -> RunResult:
     """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
 
@@ -295,6 +341,16 @@ def train(
     ``eval_batch_means=True`` reports each split's loss as the mean of its ``batch_size``-row
     batches' mean losses (:func:`evaluate`).
 
+    On CUDA the loop waits for the device only at evaluation points: the step losses are read
+    there (and divergence found there, at most one evaluation interval late, the records
+    ending where they would have ended had every step been checked), the data sits on the
+    device and augmentation draws there. ``capture`` replays each step from a CUDA graph
+    (:class:`ibtools.steps.GraphStep`); None (the default) captures on CUDA when the optimizer
+    is :func:`ibtools.steps.graph_safe`, never on the CPU, where graphs do not exist.
+    ``tf32`` allows TF32 matrix products on CUDA (about 10 bits of mantissa in their
+    products, float32's range); None reads ``$IBTOOLS_TF32`` (``1``: allowed), which
+    ``python -m ibtools run --scale full`` sets on CUDA and records in the provenance.
+
     Inside :func:`ibtools.plan.probe` the call measures what it costs and stops early.
     """
     if loss not in LOSSES:
@@ -304,6 +360,9 @@ def train(
                          f"got {epochs}, {batch_size} and {evals_per_epoch}")
     dev = resolve_device(device)
     generator = seed_everything(seed)
+    # Augmentation draws where the images are (on CUDA a generator there, so no copy waits; on
+    # the CPU the data-order generator, as before).
+    augment_generator = generator if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
     model = model.to(dev)
     optimizer = make_optimizer(model)
     loss_fn = LOSSES[loss]
@@ -343,32 +402,55 @@ def train(
         return probe is None and (not math.isfinite(value) or value > threshold)
 
     model.train()
-    for epoch in range(1, epochs + 1):
-        order = (torch.randperm(n, generator=generator) if shuffle else torch.arange(n)).to(dev)
-        for i in range(steps_per_epoch):
-            inputs, targets = _batch(x_train, y_train, order[i * batch_size:(i + 1) * batch_size])
-            if augment is not None:
-                inputs = augment(inputs, generator)
-            closure = BatchClosure(model, loss_fn, optimizer, inputs, targets, clip_norm)
-            batch_loss = float(optimizer.step(closure))
-            if probe is not None:
-                probe.stepped(optimizer, batch_loss, len(inputs) if y_train is None else 1, i + 1 == steps_per_epoch)
-            if blew_up(batch_loss):
+    stepper = make_step(optimizer, dev, capture)
+    # The step losses stay on the device until they are read together (a single wait for the
+    # device): at every step on the CPU, where reading costs nothing, else at evaluation points
+    # and epoch ends. Divergence is found when they are read, so on CUDA a diverging run may go
+    # on for up to one evaluation interval of wasted steps; its records end where they would
+    # have ended had it been checked at every step.
+    read_every = 1 if (dev.type == "cpu" or probe is not None) else steps_per_epoch
+    pending: list[tuple[float, torch.Tensor]] = []  # (epoch, loss) of steps not yet read
+
+    def read_pending() -> bool:
+        """Record the pending steps' losses; True once one of them has diverged."""
+        values = torch.stack([loss for _, loss in pending]).tolist() if pending else []
+        moments = [moment for moment, _ in pending]
+        pending.clear()
+        for moment, value in zip(moments, values):
+            if blew_up(value):
                 result.diverged = True
-                break
-            result.last_finite_loss = batch_loss
+                return True
+            result.last_finite_loss = value
             if result.steps % log_every == 0:
-                result.rows.append(dict(kind="step", epoch=(epoch - 1) + i / steps_per_epoch,
-                                        step=result.steps, loss=batch_loss))
+                result.rows.append(dict(kind="step", epoch=moment, step=result.steps, loss=value))
             result.steps += 1
-            if i + 1 in evaluate_after:
-                train_loss = record_evaluation((epoch - 1) + (i + 1) / steps_per_epoch)
-                if blew_up(train_loss):
-                    result.diverged = True
+        return False
+
+    with precision(dev, tf32 if tf32 is not None else os.environ.get("IBTOOLS_TF32") == "1"):
+        for epoch in range(1, epochs + 1):
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            if y_train is not None:
+                order = order.to(dev)  # sequences are picked on the host, rows on the device
+            for i in range(steps_per_epoch):
+                inputs, targets = _batch(x_train, y_train, order[i * batch_size:(i + 1) * batch_size])
+                if augment is not None:
+                    inputs = augment(inputs, augment_generator)
+                closure = BatchClosure(model, loss_fn, optimizer, inputs, targets, clip_norm)
+                pending.append(((epoch - 1) + i / steps_per_epoch, stepper(closure)))
+                if probe is not None:
+                    probe.stepped(optimizer, float(pending[-1][1]), len(inputs) if y_train is None else 1,
+                                  i + 1 == steps_per_epoch)
+                evaluation = i + 1 in evaluate_after
+                if (evaluation or len(pending) >= read_every) and read_pending():
                     break
-                result.last_finite_loss = train_loss
-        if result.diverged:
-            break
+                if evaluation:
+                    train_loss = record_evaluation((epoch - 1) + (i + 1) / steps_per_epoch)
+                    if blew_up(train_loss):
+                        result.diverged = True
+                        break
+                    result.last_finite_loss = train_loss
+            if result.diverged or read_pending():
+                break
     for row in result.rows:
         row.update(diverged=result.diverged, last_finite_loss=result.last_finite_loss)
     return result

@@ -1,0 +1,286 @@
+"""How one training step runs on its device: eagerly, or replayed from a CUDA graph.
+
+On a GPU the arithmetic of the book's networks takes microseconds; what a step costs there is
+the hundreds of kernel launches Python issues one by one, and every point where the host waits
+for the device (a ``float(loss)``, a ``bool(mask.all())``). :func:`ibtools.train.train` keeps
+its step loop free of such waits (it reads the losses at evaluation points), and on CUDA
+captures ``optimizer.step(closure)`` in a CUDA graph (:class:`GraphStep`) once the shapes are
+fixed: one launch a step then replays every kernel of the forward pass, the backward pass and
+the update, with the batch copied into fixed input buffers.
+
+:func:`host_syncs` finds, on any device the CPU included, the calls that would make the host
+wait for a GPU: the check that a step can be captured at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Callable
+
+import torch
+
+__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "graph_safe", "GraphStep", "EagerStep", "precision"]
+
+# Tensor methods and functions whose result the host must have before it can go on: on CUDA
+# each waits for every kernel queued before it, and none can be captured in a CUDA graph.
+_SYNCING = frozenset({
+    "item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "__complex__",
+    "nonzero", "masked_select", "allclose", "equal", "unique", "unique_consecutive", "argwhere",
+    "_local_scalar_dense",
+})
+
+
+_ACTIVE = 0  # how many host_syncs / no_host_syncs blocks are open
+
+
+class HostSync(RuntimeError):
+    """A call that makes the host wait for the device, inside code that must not."""
+
+
+class _SyncRecorder:
+    """Wraps, for the duration of a block, the tensor methods and torch functions of
+    ``_SYNCING`` (and indexing) so that each call is noted; patched on the classes rather than
+    through a torch function mode, because autograd runs custom functions' backward outside
+    of such modes."""
+
+    def __init__(self, raise_at_once: bool):
+        self.calls: list[str] = []
+        self.raise_at_once = raise_at_once
+        self._saved: list[tuple[object, str, object]] = []
+
+    def note(self, name: str) -> None:
+        self.calls.append(name)
+        if self.raise_at_once:
+            raise HostSync(f"{name} on a tensor makes the host wait for the device "
+                           "(and cannot be captured in a CUDA graph)")
+
+    def _wrap(self, owner, name: str) -> None:
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+        recorder = self
+
+        if name == "__getitem__":
+            def wrapped(tensor, index):
+                if _boolean_index(index):
+                    recorder.note("boolean-mask indexing")
+                return original(tensor, index)
+        else:
+            def wrapped(*args, **kwargs):
+                recorder.note(name)
+                return original(*args, **kwargs)
+        self._saved.append((owner, name, original))
+        setattr(owner, name, wrapped)
+
+    def __enter__(self):
+        global _ACTIVE
+        _ACTIVE += 1
+        for name in sorted(_SYNCING):
+            self._wrap(torch.Tensor, name)
+            if not name.startswith("_") and name not in ("item", "tolist", "numpy", "cpu"):
+                self._wrap(torch, name)
+        self._wrap(torch.Tensor, "__getitem__")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _ACTIVE
+        _ACTIVE -= 1
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+
+def host_waits(tensor: torch.Tensor) -> bool:
+    """Whether reading a value of ``tensor`` on the host costs a wait for its device: on CUDA,
+    and on any device inside :func:`host_syncs` / :func:`no_host_syncs`, so that those checks
+    see on a CPU the code path a GPU takes. Code that can skip work by asking a cheap question
+    of the data (``if mask.any():``) asks only when this is False."""
+    return tensor.is_cuda or _ACTIVE > 0
+
+
+def _boolean_index(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+@contextlib.contextmanager
+def host_syncs():
+    """Record every call that would make the host wait for a GPU, whatever the device.
+
+    Yields a list that fills with the names of those calls (``"item"``, ``"__bool__"``,
+    ``"__float__"``, ``"nonzero"``, ``"boolean-mask indexing"``, ...) made on tensors inside the
+    block, in autograd's backward functions too. On the CPU nothing waits, so this is how a
+    CPU machine checks that a training step is free of host round trips::
+
+        with host_syncs() as calls:
+            optimizer.step(closure)
+        assert calls == []
+
+    What it cannot see: a C++ operator that waits inside torch (none of the book's steps calls
+    one), and a conversion made by code that holds the original method from before the block.
+    """
+    with _SyncRecorder(raise_at_once=False) as recorder:
+        yield recorder.calls
+
+
+@contextlib.contextmanager
+def no_host_syncs():
+    """Raise :class:`HostSync` at the first call inside the block that would make the host wait
+    for a GPU (see :func:`host_syncs`)."""
+    with _SyncRecorder(raise_at_once=True):
+        yield
+
+
+def graph_safe(optimizer) -> bool:
+    """Whether ``optimizer.step(closure)`` may be captured in a CUDA graph: torch's SGD, or an
+    optimizer that says so with a true ``graph_safe`` attribute (no host synchronisation, no
+    shapes or Python branches that depend on values; :class:`ibtools.sibp.SIBP` and
+    :class:`ibtools.sibp.ProxBP`). A :class:`ibtools.train.WatchedOptimizer` is safe when the
+    optimizer it watches is and it does not override ``update``: its hooks run on the host
+    around the replayed update."""
+    from ibtools.train import WatchedOptimizer
+
+    if isinstance(optimizer, WatchedOptimizer):
+        return type(optimizer).update is WatchedOptimizer.update and graph_safe(optimizer.optimizer)
+    if type(optimizer) is torch.optim.SGD:
+        return not optimizer.defaults.get("differentiable", False)
+    return bool(getattr(optimizer, "graph_safe", False))
+
+
+def _hyperparameters(optimizer) -> tuple:
+    """What a captured step has baked in as constants: every param group's settings (its ``lr``
+    among them), which a scheduler may change between steps."""
+    return tuple(tuple(sorted((k, v) for k, v in group.items() if k != "params" and not isinstance(v, torch.Tensor)))
+                 for group in optimizer.param_groups)
+
+
+class EagerStep:
+    """``optimizer.step(closure)`` as it is: the step on the CPU, and on CUDA where a step
+    cannot be captured. Calling it returns the batch loss as a 0-d tensor on the device,
+    without waiting for it."""
+
+    captured = False
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def __call__(self, closure) -> torch.Tensor:
+        return _as_tensor(self.optimizer.step(closure), closure)
+
+
+def _as_tensor(loss, closure) -> torch.Tensor:
+    if isinstance(loss, torch.Tensor):
+        return loss.detach()
+    device = closure.inputs.device if isinstance(closure.inputs, torch.Tensor) else None
+    return torch.tensor(float("nan") if loss is None else float(loss), device=device)
+
+
+class GraphStep:
+    """``optimizer.step(closure)`` captured in a CUDA graph and replayed.
+
+    The first ``warmup`` calls run eagerly on a side stream (as CUDA graphs require: autograd,
+    cuBLAS and the optimizer's state are set up there; they are real training steps). The next
+    call of the same batch shape captures the step with fixed input buffers, and every later one
+    copies its batch into them and replays: the same kernels, the same arithmetic, one launch.
+    A batch of another shape (an epoch's last, smaller one) runs eagerly. When a param group's
+    settings change (a learning-rate schedule), the step is captured again, since a captured
+    step holds them as constants. Randomness (dropout) draws fresh numbers at every replay, from
+    torch's CUDA generator. Returns the batch loss as a 0-d device tensor, without waiting.
+
+    ``optimizer`` must be :func:`graph_safe`: a step that makes the host wait cannot be
+    captured. If capture fails all the same, the step falls back to eager with a warning.
+
+    ``capture`` is the capturing context (``torch.cuda.graph`` by default) and ``graph`` makes
+    an empty graph (``torch.cuda.CUDAGraph``); the tests replace both to check the buffers'
+    bookkeeping on a machine without CUDA.
+    """
+
+    captured = True
+
+    def __init__(self, optimizer, warmup: int = 3, *, graph: Callable | None = None,
+                 capture: Callable | None = None, stream=None):
+        self.optimizer, self.warmup = optimizer, warmup
+        self._new_graph = graph or torch.cuda.CUDAGraph
+        self._capture = capture or torch.cuda.graph
+        self._stream = stream
+        self._graph = None
+        self._key = None  # (input shape, target shape, hyperparameters) of the captured step
+        self._buffers = None  # (closure, loss) of the captured step
+        self.calls = self.captures = self.replays = 0
+        self.failed: str | None = None
+
+    def _eager(self, closure) -> torch.Tensor:
+        return _as_tensor(self.optimizer.step(closure), closure)
+
+    def __call__(self, closure) -> torch.Tensor:
+        self.calls += 1
+        if self.failed is not None or not isinstance(closure.inputs, torch.Tensor):
+            return self._eager(closure)
+        if self.calls <= self.warmup:
+            return self._side_stream(closure)
+        key = (closure.inputs.shape, closure.inputs.dtype, _shape(closure.targets), _hyperparameters(self.optimizer))
+        if self._graph is not None and key == self._key:
+            static, loss = self._buffers
+            static.inputs.copy_(closure.inputs)
+            if isinstance(static.targets, torch.Tensor):
+                static.targets.copy_(closure.targets)
+            self._graph.replay()
+            self.replays += 1
+            return loss.clone()
+        if self._graph is not None and key[:3] != self._key[:3]:
+            return self._eager(closure)  # another shape: the captured step stays for the usual one
+        return self._capture_and_replay(closure, key)
+
+    def _side_stream(self, closure) -> torch.Tensor:
+        if self._stream is None and closure.inputs.device.type == "cuda":
+            self._stream = torch.cuda.Stream(closure.inputs.device)
+        if self._stream is None:
+            return self._eager(closure)
+        self._stream.wait_stream(torch.cuda.current_stream(closure.inputs.device))
+        with torch.cuda.stream(self._stream):
+            loss = self._eager(closure)
+        torch.cuda.current_stream(closure.inputs.device).wait_stream(self._stream)
+        return loss
+
+    def _capture_and_replay(self, closure, key) -> torch.Tensor:
+        import copy
+
+        static = copy.copy(closure)
+        static.inputs = closure.inputs.clone()
+        if isinstance(closure.targets, torch.Tensor):
+            static.targets = closure.targets.clone()
+        graph = self._new_graph()
+        try:
+            with self._capture(graph):
+                loss = _as_tensor(self.optimizer.step(static), static)
+        except Exception as err:  # noqa: BLE001 - any failure to capture means: run eagerly
+            self.failed = f"{type(err).__name__}: {err}"
+            warnings.warn(f"could not capture {type(self.optimizer).__name__}'s step in a CUDA graph "
+                          f"({self.failed}); running it eagerly", RuntimeWarning, stacklevel=3)
+            return self._eager(closure)
+        self._graph, self._key, self._buffers = graph, key, (static, loss)
+        self.captures += 1
+        graph.replay()
+        self.replays += 1
+        return loss.clone()
+
+
+def _shape(targets):
+    return targets.shape if isinstance(targets, torch.Tensor) else None
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, tf32: bool):
+    """Allow TF32 matrix products and convolutions on ``device`` (CUDA) inside the block when
+    ``tf32``, restoring torch's settings after; yields what the block ran with, for provenance:
+    ``{"tf32": bool}`` (always False on the CPU, which has no TF32)."""
+    if device.type != "cuda":
+        yield {"tf32": False}
+        return
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
+    try:
+        yield {"tf32": bool(tf32)}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
