@@ -15,12 +15,14 @@ wait for a GPU: the check that a step can be captured at all.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from typing import Callable
 
 import torch
 
-__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "graph_safe", "GraphStep", "EagerStep", "precision"]
+__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "graph_safe", "cuda_graph", "GraphStep", "EagerStep",
+           "precision"]
 
 # Tensor methods and functions whose result the host must have before it can go on: on CUDA
 # each waits for every kernel queued before it, and none can be captured in a CUDA graph.
@@ -176,6 +178,16 @@ def _as_tensor(loss, closure) -> torch.Tensor:
     return torch.tensor(float("nan") if loss is None else float(loss), device=device)
 
 
+def cuda_graph(step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+    """Capture ``step()`` in a CUDA graph (``torch.cuda.graph``): returns ``(replay, output)``,
+    ``replay()`` running every captured kernel again and leaving the result in ``output``.
+    Capturing records the kernels without running them."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = step()
+    return graph.replay, output
+
+
 class GraphStep:
     """``optimizer.step(closure)`` captured in a CUDA graph and replayed.
 
@@ -191,22 +203,18 @@ class GraphStep:
     ``optimizer`` must be :func:`graph_safe`: a step that makes the host wait cannot be
     captured. If capture fails all the same, the step falls back to eager with a warning.
 
-    ``capture`` is the capturing context (``torch.cuda.graph`` by default) and ``graph`` makes
-    an empty graph (``torch.cuda.CUDAGraph``); the tests replace both to check the buffers'
-    bookkeeping on a machine without CUDA.
+    ``capture(step) -> (replay, output)`` captures (:func:`cuda_graph` by default); the tests
+    pass one that replays by calling ``step`` to check the bookkeeping on a machine without CUDA.
     """
 
     captured = True
 
-    def __init__(self, optimizer, warmup: int = 3, *, graph: Callable | None = None,
-                 capture: Callable | None = None, stream=None):
+    def __init__(self, optimizer, warmup: int = 3, *, capture: Callable | None = None):
         self.optimizer, self.warmup = optimizer, warmup
-        self._new_graph = graph or torch.cuda.CUDAGraph
-        self._capture = capture or torch.cuda.graph
-        self._stream = stream
-        self._graph = None
-        self._key = None  # (input shape, target shape, hyperparameters) of the captured step
-        self._buffers = None  # (closure, loss) of the captured step
+        self._capture = capture or cuda_graph
+        self._stream = None
+        self._key = None  # (input shape and dtype, target shape, hyperparameters) of the captured step
+        self._captured = None  # (static closure, replay, loss) of the captured step
         self.calls = self.captures = self.replays = 0
         self.failed: str | None = None
 
@@ -220,50 +228,46 @@ class GraphStep:
         if self.calls <= self.warmup:
             return self._side_stream(closure)
         key = (closure.inputs.shape, closure.inputs.dtype, _shape(closure.targets), _hyperparameters(self.optimizer))
-        if self._graph is not None and key == self._key:
-            static, loss = self._buffers
-            static.inputs.copy_(closure.inputs)
-            if isinstance(static.targets, torch.Tensor):
-                static.targets.copy_(closure.targets)
-            self._graph.replay()
-            self.replays += 1
-            return loss.clone()
-        if self._graph is not None and key[:3] != self._key[:3]:
+        if self._captured is not None and key[:3] != self._key[:3]:
             return self._eager(closure)  # another shape: the captured step stays for the usual one
-        return self._capture_and_replay(closure, key)
+        if self._captured is None or key != self._key:
+            self._capture_step(closure, key)
+            if self.failed is not None:
+                return self._eager(closure)
+        static, replay, loss = self._captured
+        static.inputs.copy_(closure.inputs)
+        if isinstance(static.targets, torch.Tensor):
+            static.targets.copy_(closure.targets)
+        replay()
+        self.replays += 1
+        return loss.clone()
 
     def _side_stream(self, closure) -> torch.Tensor:
-        if self._stream is None and closure.inputs.device.type == "cuda":
-            self._stream = torch.cuda.Stream(closure.inputs.device)
-        if self._stream is None:
+        device = closure.inputs.device
+        if device.type != "cuda":
             return self._eager(closure)
-        self._stream.wait_stream(torch.cuda.current_stream(closure.inputs.device))
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device)
+        self._stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(self._stream):
             loss = self._eager(closure)
-        torch.cuda.current_stream(closure.inputs.device).wait_stream(self._stream)
+        torch.cuda.current_stream(device).wait_stream(self._stream)
         return loss
 
-    def _capture_and_replay(self, closure, key) -> torch.Tensor:
-        import copy
-
+    def _capture_step(self, closure, key) -> None:
         static = copy.copy(closure)
         static.inputs = closure.inputs.clone()
         if isinstance(closure.targets, torch.Tensor):
             static.targets = closure.targets.clone()
-        graph = self._new_graph()
         try:
-            with self._capture(graph):
-                loss = _as_tensor(self.optimizer.step(static), static)
+            replay, loss = self._capture(lambda: _as_tensor(self.optimizer.step(static), static))
         except Exception as err:  # noqa: BLE001 - any failure to capture means: run eagerly
             self.failed = f"{type(err).__name__}: {err}"
             warnings.warn(f"could not capture {type(self.optimizer).__name__}'s step in a CUDA graph "
-                          f"({self.failed}); running it eagerly", RuntimeWarning, stacklevel=3)
-            return self._eager(closure)
-        self._graph, self._key, self._buffers = graph, key, (static, loss)
+                          f"({self.failed}); running it eagerly", RuntimeWarning, stacklevel=4)
+            return
+        self._key, self._captured = key, (static, replay, loss)
         self.captures += 1
-        graph.replay()
-        self.replays += 1
-        return loss.clone()
 
 
 def _shape(targets):

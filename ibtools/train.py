@@ -325,6 +325,7 @@ def train(
     eval_batch_means: bool = False,
     capture: bool | None = None,
     tf32: bool | None = None,
+    read_every: int | None = None,
 ) -> RunResult:
     """Train ``model`` on ``data`` (an :class:`ibtools.data.Dataset`) and record everything.
 
@@ -344,7 +345,9 @@ def train(
     On CUDA the loop waits for the device only at evaluation points: the step losses are read
     there (and divergence found there, at most one evaluation interval late, the records
     ending where they would have ended had every step been checked), the data sits on the
-    device and augmentation draws there. ``capture`` replays each step from a CUDA graph
+    device and augmentation draws there. ``read_every`` sets how many steps may pass between
+    reads besides (None: every step on the CPU, where a read costs nothing, and one epoch on
+    CUDA). ``capture`` replays each step from a CUDA graph
     (:class:`ibtools.steps.GraphStep`); None (the default) captures on CUDA when the optimizer
     is :func:`ibtools.steps.graph_safe`, never on the CPU, where graphs do not exist.
     ``tf32`` allows TF32 matrix products on CUDA (about 10 bits of mantissa in their
@@ -358,6 +361,8 @@ def train(
     if epochs < 0 or batch_size < 1 or evals_per_epoch < 1:
         raise ValueError(f"need epochs >= 0, batch_size >= 1 and evals_per_epoch >= 1, "
                          f"got {epochs}, {batch_size} and {evals_per_epoch}")
+    if read_every is not None and (isinstance(read_every, bool) or not isinstance(read_every, int) or read_every < 1):
+        raise ValueError(f"read_every must be an integer >= 1 (steps between reads of the losses), got {read_every!r}")
     dev = resolve_device(device)
     generator = seed_everything(seed)
     # Augmentation draws where the images are (on CUDA a generator there, so no copy waits; on
@@ -408,7 +413,10 @@ def train(
     # and epoch ends. Divergence is found when they are read, so on CUDA a diverging run may go
     # on for up to one evaluation interval of wasted steps; its records end where they would
     # have ended had it been checked at every step.
-    read_every = 1 if (dev.type == "cpu" or probe is not None) else steps_per_epoch
+    if read_every is None:
+        read_every = 1 if dev.type == "cpu" else steps_per_epoch
+    if probe is not None:
+        read_every = 1
     pending: list[tuple[float, torch.Tensor]] = []  # (epoch, loss) of steps not yet read
 
     def read_pending() -> bool:
