@@ -203,17 +203,19 @@ def crop_and_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, fli
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def make_step(optimizer, device: torch.device, capture: bool | None = None) -> Callable:
+def make_step(optimizer, device: torch.device, capture: bool | None = None,
+              model: torch.nn.Module | None = None) -> Callable:
     """How :func:`train` takes a step: ``step(closure)`` -> the batch loss, a 0-d tensor on
     ``device`` that nobody has waited for. ``capture`` True (or None on CUDA with a
-    :func:`ibtools.steps.graph_safe` optimizer) replays the step from a CUDA graph
+    :func:`ibtools.steps.graph_safe` optimizer and a ``model`` without Python hooks, which
+    a replay would not call) replays the step from a CUDA graph
     (:class:`ibtools.steps.GraphStep`); a :class:`WatchedOptimizer`'s hooks then run on the
     host around the replayed update of the optimizer it watches.
 
     Raises ValueError for ``capture=True`` on the CPU, or with an optimizer that is not
     graph-safe."""
     if capture is None:
-        capture = device.type == "cuda" and graph_safe(optimizer)
+        capture = device.type == "cuda" and graph_safe(optimizer) and not _has_hooks(model)
     if not capture:
         return EagerStep(optimizer)
     if device.type != "cuda":
@@ -226,6 +228,19 @@ def make_step(optimizer, device: torch.device, capture: bool | None = None) -> C
         step = _WatchedStep(optimizer, inner)
         return step
     return GraphStep(optimizer)
+
+
+def _has_hooks(model: torch.nn.Module | None) -> bool:
+    """Whether a forward or backward hook (a module's, or a global one) would run in a step."""
+    from torch.nn.modules import module as torch_module
+
+    if any(getattr(torch_module, name, None) for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")):
+        return True
+    return model is not None and any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+        for m in model.modules())
 
 
 class _WatchedStep:
@@ -407,7 +422,7 @@ def train(
         return probe is None and (not math.isfinite(value) or value > threshold)
 
     model.train()
-    stepper = make_step(optimizer, dev, capture)
+    stepper = make_step(optimizer, dev, capture, model)
     # The step losses stay on the device until they are read together (a single wait for the
     # device): at every step on the CPU, where reading costs nothing, else at evaluation points
     # and epoch ends. Divergence is found when they are read, so on CUDA a diverging run may go

@@ -119,6 +119,20 @@ def test_make_step_refuses_capture_where_it_cannot_be():
         make_step(torch.optim.Adam(model.parameters(), lr=0.1), torch.device("cuda"), capture=True)
 
 
+def test_a_model_with_hooks_is_not_captured_since_a_replay_would_not_call_them():
+    model = MLP([3, 4, 1], ["relu", "identity"])
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert isinstance(make_step(sgd, torch.device("cuda"), model=model), GraphStep)  # made, not yet run
+    handle = model.net[1].register_forward_hook(lambda *args: None)
+    assert isinstance(make_step(sgd, torch.device("cuda"), model=model), EagerStep)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
+    try:
+        assert isinstance(make_step(sgd, torch.device("cuda"), model=model), EagerStep)
+    finally:
+        handle.remove()
+
+
 # --- GraphStep's bookkeeping, with a capture that replays by calling the step ---------------------
 
 def replaying_capture(log=None):
@@ -205,7 +219,7 @@ def test_train_with_captured_steps_records_what_eager_train_records(monkeypatch)
     eager = run()
     made = []
 
-    def captured_make_step(optimizer, device, capture=None):
+    def captured_make_step(optimizer, device, capture=None, model=None):
         step = train_module._WatchedStep(optimizer, GraphStep(optimizer.optimizer, capture=replaying_capture()))
         made.append(step)
         return step
