@@ -186,11 +186,15 @@ def one_cpu_thread():
 
 
 def pool_devices(device: str | None = None) -> list[str]:
-    """The devices worker processes take turns on: every visible GPU for ``"cuda"`` (or for
-    ``None`` when CUDA is available), else the one device named (``"cuda:1"``, ``"cpu"``)."""
+    """The devices worker processes take turns on: every visible GPU for ``"cuda"``, else the
+    one device named (``"cuda:1"``, ``"cpu"``). ``None`` is ``$IBTOOLS_DEVICE`` if set, else
+    ``"cuda"`` when CUDA is available, else ``"cpu"``: the device a run given ``device=None``
+    resolves to (:func:`ibtools.train.resolve_device`), spread over every GPU."""
     import torch
 
     if device is None:
+        device = os.environ.get("IBTOOLS_DEVICE", "auto")
+    if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = str(device)
     if device == "cuda":

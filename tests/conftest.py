@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated environment for every test, tiny data sets and a tiny experiment.
 
 Tests never touch ``~/.cache``: every test gets its own ``$IBTOOLS_CACHE``. Matplotlib draws
-with the Agg backend (no display).
+with the Agg backend (no display). Tests run on the CPU unless they ask for a device: the
+``device`` fixture gives each device present (:data:`DEVICES`).
 """
 
 from __future__ import annotations
@@ -24,16 +25,33 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The devices of this machine that tests parametrised over devices run on.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch):
-    """A fresh results cache per test, and none of the switches a developer may have set."""
+    """A fresh results cache per test, none of the switches a developer may have set, and the
+    CPU as the device wherever none is named (``$IBTOOLS_DEVICE=cpu``).
+
+    ibtools resolves ``device=None`` to CUDA when a GPU is present; the tests that compare to
+    committed results, to printed outputs or to bit-for-bit reruns were computed on the CPU
+    and mean the CPU, so on a GPU machine they would otherwise run on the GPU and differ in
+    the last bits (or more, where a long run amplifies them). A test of a GPU path names its
+    device (the ``device`` fixture) or sets the variable itself."""
     cache = tmp_path_factory.mktemp("ibtools-cache")
     monkeypatch.setenv("IBTOOLS_CACHE", str(cache))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    for name in ("IBTOOLS_BOOK", "IBTOOLS_DEVICE"):
+    monkeypatch.setenv("IBTOOLS_DEVICE", "cpu")
+    for name in ("IBTOOLS_BOOK", "IBTOOLS_TF32"):
         monkeypatch.delenv(name, raising=False)
     return cache
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Each device of :data:`DEVICES` in turn: the CPU, and CUDA where a GPU is present."""
+    return torch.device(request.param)
 
 
 @pytest.fixture
@@ -54,7 +72,8 @@ def results_cache_dir(isolated_environment) -> Path:
 @pytest.fixture
 def subprocess_env() -> dict:
     """Environment for ``python -m ibtools`` / ``python -c`` children: this checkout first on
-    the path (whatever the working directory), no GPU selection, the test's cache."""
+    the path (whatever the working directory), the CPU as their default device
+    (``$IBTOOLS_DEVICE=cpu``, as in the test), the test's cache."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env

@@ -534,6 +534,75 @@ def test_experiment_sweep_passes_the_device(tiny_experiment, monkeypatch):
 
 # --- many runs at once ------------------------------------------------------------------------------------
 
+@pytest.fixture
+def gpus(monkeypatch):
+    """This process sees ``n`` GPUs (``gpus(n)``; 0: none), whatever the machine has; nothing
+    runs on them, only the choice of devices is tested."""
+    def see(n: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    return see
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_cuda_pools_every_visible_gpu(gpus, n):
+    gpus(n)
+    assert ibtools.sweep.pool_devices("cuda") == [f"cuda:{i}" for i in range(n)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda:1"])
+def test_a_named_device_is_the_only_one(gpus, device):
+    gpus(3)
+    assert ibtools.sweep.pool_devices(device) == [device]
+
+
+@pytest.mark.parametrize("variable, n, expected", [
+    ("cpu", 2, ["cpu"]),                        # the variable wins over the GPUs present
+    ("cuda:1", 2, ["cuda:1"]),
+    ("cuda", 2, ["cuda:0", "cuda:1"]),
+    ("auto", 2, ["cuda:0", "cuda:1"]),
+    ("auto", 0, ["cpu"]),
+    (None, 2, ["cuda:0", "cuda:1"]),            # unset: every GPU when there are some ...
+    (None, 0, ["cpu"]),                         # ... else the CPU
+])
+def test_no_device_is_ibtools_device_else_every_gpu_else_the_cpu(gpus, monkeypatch, variable, n, expected):
+    gpus(n)
+    if variable is None:
+        monkeypatch.delenv("IBTOOLS_DEVICE")
+    else:
+        monkeypatch.setenv("IBTOOLS_DEVICE", variable)
+    assert ibtools.sweep.pool_devices(None) == expected
+
+
+@dataclass(frozen=True)
+class Meeting:
+    index: int
+    folder: str
+    workers: int = 2
+
+
+def meet(config: Meeting) -> list[dict]:
+    """Wait (up to a minute) until ``config.workers`` distinct processes hold a run of this sweep,
+    so that every worker computes one; report this process and its ``$IBTOOLS_DEVICE``."""
+    folder = Path(config.folder)
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(folder.iterdir())) < config.workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [dict(pid=os.getpid(), device=os.environ["IBTOOLS_DEVICE"])]
+
+
+def test_worker_processes_take_turns_over_the_gpus(gpus, tmp_path):
+    """Two workers on a machine seen as having two GPUs: each is given its own, through
+    ``$IBTOOLS_DEVICE``, which a run with ``device=None`` resolves to."""
+    gpus(2)
+    configs = [Meeting(i, str(tmp_path)) for i in range(2)]
+    with ibtools.sweep.process_pool(2, "cuda") as pool:
+        table = quiet_sweep(meet, configs, cache=False, executor=pool)
+    assert table["pid"].nunique() == 2
+    assert sorted(table["device"]) == ["cuda:0", "cuda:1"]
+
+
 def uci_runs(**kwargs) -> pd.DataFrame:
     """Four real training runs of chapter 3 (IB and EB on the wine table, a small and a large rate)."""
     from ibtools.experiments import get
