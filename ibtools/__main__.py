@@ -67,6 +67,20 @@ def _run_folder(args, experiment) -> Path:
     return Path(args.out) / experiment.name / args.scale
 
 
+def cuda_graphs(device: torch.device) -> str:
+    """What a sweep's provenance says of CUDA graphs on ``device``: train() captures every step
+    of a graph-safe optimizer on CUDA (:func:`ibtools.train.make_step`, ``capture=None``) and
+    runs the others eagerly; the CPU has no graphs."""
+    return "captured where the optimizer is graph-safe" if device.type == "cuda" else "none (cpu)"
+
+
+def tf32_allowed(scale: str, device: torch.device, refused: bool) -> bool:
+    """Whether a sweep's runs may use TF32 matrix products: at full scale on CUDA, unless
+    ``--no-tf32`` (``refused``). TF32 keeps float32's range with about 10 bits of mantissa in
+    the products' inputs; the reduced scale is defined on the CPU, which has no TF32."""
+    return scale == "full" and device.type == "cuda" and not refused
+
+
 def cmd_run(args) -> int:
     experiment = get(args.experiment)
     if args.status:
@@ -85,7 +99,11 @@ def cmd_run(args) -> int:
                                   cluster="slurm" if args.executor == "slurm" else "local",
                                   slurm_array_parallelism=args.array_parallelism)
         where = f", {args.runs_per_task} run(s) per {args.executor} task"
-    print(f"{experiment.name} at {args.scale} scale on {device_description(device)}{where}; "
+    tf32 = tf32_allowed(args.scale, device, args.no_tf32)
+    # Through the environment, which worker processes inherit, to every run's train() (tf32=None).
+    os.environ["IBTOOLS_TF32"] = "1" if tf32 else "0"
+    print(f"{experiment.name} at {args.scale} scale on {device_description(device)}{where}"
+          f"{', TF32 matrix products' if tf32 else ''}; "
           f"results in {out} (finished runs are kept: rerun the same command to resume)")
     table = experiment.sweep(args.scale, device=device, cache=cache, seeds=args.seeds, jobs=args.jobs or 1,
                              executor=executor)
@@ -94,6 +112,7 @@ def cmd_run(args) -> int:
         "command": command_line(args),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_description(device), "torch": torch.__version__,
+        "tf32": tf32, "cuda_graphs": cuda_graphs(device),
         "ibtools": __version__, "git_commit": git_commit(), "config_fields": run_columns(table),
     }
     runs = table.groupby(run_columns(table), dropna=False)["diverged"].first()
@@ -192,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     run.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (default: the preset's)")
     run.add_argument("--out", default="results", help="output directory (default: ./results)")
+    run.add_argument("--no-tf32", action="store_true",
+                     help="full scale on CUDA: float32 matrix products throughout (by default TF32 is "
+                          "allowed there, and recorded in provenance.json)")
     parallel = run.add_argument_group(
         "many runs at once", "Runs are independent; the cache under OUT is all they share, so an "
         "interrupted sweep, on any executor, resumes by running the same command again.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def test_run_writes_results_and_provenance_that_load_results_reads_back(tmp_path
     assert {"experiment", "scale", "command", "date", "device", "torch", "ibtools", "git_commit"} <= set(provenance)
     assert provenance["experiment"] == "isgd-quadratic" and provenance["scale"] == "reduced"
     assert provenance["torch"] == torch.__version__ and provenance["device"].startswith("CPU")
+    assert provenance["tf32"] is False and provenance["cuda_graphs"] == "none (cpu)"
     assert provenance["command"] == "python -m ibtools " + shlex.join(argv)
     assert json.loads((folder / "provenance.json").read_text()) == provenance
 
@@ -217,6 +219,63 @@ def test_a_run_that_raises_exits_1_naming_its_config_after_the_others_finish(tmp
         assert "2 run(s) of failing-test raised; the other 4 finished" in err
         assert "TinyConfig(method='sgd', lr=1.0" in err and "ArithmeticError: this rate is refused" in err
         assert not (tmp_path / "failing-test" / "reduced" / "results.csv").exists()
+
+
+# --- TF32 at full scale on CUDA ---------------------------------------------------------------
+
+def reports_tf32(config, device=None):
+    """A run that only says whether its train() would allow TF32 (as ``tf32=None`` reads it)."""
+    return [dict(kind="epoch", step=0, epoch=0.0, loss=config.lr, diverged=False,
+                 tf32=os.environ.get("IBTOOLS_TF32") == "1")]
+
+
+@pytest.fixture
+def seen_as_a_gpu(monkeypatch):
+    """This machine as one with a GPU to the command line (nothing runs on it: the experiment
+    of :func:`reports_tf32` only reads its environment)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cli, "device_description", lambda device: f"a GPU ({device})")
+
+
+@pytest.mark.parametrize("scale, device, flags, allowed", [
+    ("full", "cuda", [], True),
+    ("full", "cuda", ["--no-tf32"], False),
+    ("reduced", "cuda", [], False),
+    ("full", "cpu", [], False),
+])
+def test_tf32_is_allowed_at_full_scale_on_cuda_unless_refused_and_recorded(
+        tmp_path, capsys, seen_as_a_gpu, scale, device, flags, allowed):
+    from conftest import registered, tiny_configs
+
+    for _ in registered("tf32-test", reports_tf32, tiny_configs):
+        argv = ["run", "tf32-test", "--scale", scale, "--device", device, "--jobs", "1", "--seeds", "1",
+                "--out", str(tmp_path), *flags]
+        assert cli.main(argv) == 0
+        table, provenance = load_results("tf32-test", scale, results_dir=tmp_path)
+    assert (table["tf32"] == allowed).all()
+    assert provenance["tf32"] is allowed
+    assert provenance["cuda_graphs"] == ("captured where the optimizer is graph-safe" if device == "cuda"
+                                         else "none (cpu)")
+    assert ("TF32 matrix products" in capsys.readouterr().out) is allowed
+
+
+def test_worker_processes_inherit_the_tf32_setting(tmp_path, seen_as_a_gpu):
+    from conftest import registered, tiny_configs
+
+    for _ in registered("tf32-test", reports_tf32, tiny_configs):
+        argv = ["run", "tf32-test", "--scale", "full", "--device", "cuda", "--jobs", "2", "--seeds", "1",
+                "--out", str(tmp_path)]
+        assert cli.main(argv) == 0
+        table, _ = load_results("tf32-test", "full", results_dir=tmp_path)
+    assert table["tf32"].all()
+
+
+def test_no_tf32_is_a_flag_of_run_only():
+    parser = cli.build_parser()
+    assert parser.parse_args(["run", "isgd-quadratic"]).no_tf32 is False
+    assert parser.parse_args(["run", "isgd-quadratic", "--no-tf32"]).no_tf32 is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["plan", "ib-mnist", "--no-tf32"])
 
 
 # --- data missing: one message, its fix, no traceback -----------------------------------------
