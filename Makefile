@@ -30,14 +30,16 @@ $(MATHJAX): $(STAMP)
 	rm -rf _static/mathjax $(dir $(MATHJAX))
 	$(PY) -c "import mathjax, pathlib, shutil; shutil.copytree(pathlib.Path(mathjax.__path__[0]) / 'static' / 'mathjax' / 'es5', '$(dir $(MATHJAX))')"
 
+# The chapters execute on the CPU (IBTOOLS_DEVICE=cpu), also on a machine with a GPU: the reduced
+# book, and the outputs nbval checks, are defined by what the CPU computes.
 book: $(STAMP) $(PLOTLY_JS) $(MATHJAX)
-	IBTOOLS_BOOK=1 $(VENV)/bin/jupyter-book build --all . --warningiserror --keep-going
+	IBTOOLS_BOOK=1 IBTOOLS_DEVICE=cpu $(VENV)/bin/jupyter-book build --all . --warningiserror --keep-going
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -m "not browser"
 
 notebooks: $(STAMP)
-	$(PY) -m pytest --nbval-lax book
+	IBTOOLS_DEVICE=cpu $(PY) -m pytest --nbval-lax book
 
 browser: book
 	$(PY) -m pytest tests -m browser
@@ -58,7 +60,7 @@ test: $(STAMP)
 
 # After editing a chapter: execute it and store only the outputs nbval checks.
 outputs: $(STAMP)
-	$(PY) -m ibtools.notebooks book/*.ipynb
+	IBTOOLS_DEVICE=cpu $(PY) -m ibtools.notebooks book/*.ipynb
 
 clean:
 	rm -rf _build _static
