@@ -3,10 +3,16 @@
 Fagan & Iyengar, section 4.5 and appendix E.1 (Table 4). One step is forward + backward +
 ``torch.optim.SGD`` step on one mini-batch, on the paper's three architectures (appendix
 D.3): the MNIST classifier, the 784:500:300:100:30:100:300:500:784 relu autoencoder and the
-300-unit arctan RNN on 88-note sequences. EB is the same model in explicit mode. EB and IB
-run in one process on the same data, in alternating blocks of steps; the times are medians
-over blocks, the ratio the median of the ratios of neighbouring blocks (robust to the
-machine's speed drifting). "alpha alone" is what :func:`ibtools.ib.solve_alpha` takes on
+300-unit arctan RNN on 88-note sequences. EB is the same model in explicit mode. Each step is
+taken as :func:`ibtools.train.train` takes it: :func:`ibtools.train.make_step` of the optimizer
+with a :class:`ibtools.train.BatchClosure` on the fixed batch, so eager on the CPU and, on CUDA,
+replayed from a CUDA graph (the "captured" column names the methods whose steps were). The
+music sweeps' pieces differ in length, and there a step of another length than the captured
+one runs eagerly; the RNN row times the captured step of one length. TF32 matrix products
+are allowed on CUDA, as the full-scale sweeps allow them. EB and IB run in one
+process on the same data, in alternating blocks of steps; the times are medians over blocks,
+the ratio the median of the ratios of neighbouring blocks (robust to the machine's speed
+drifting). "alpha alone" is what :func:`ibtools.ib.solve_alpha` takes on
 the step's shapes timed by itself (warm caches, so within a step it takes somewhat more):
 the part of IB's extra time that is eq. (8) rather than the layers around it.
 
@@ -18,7 +24,7 @@ flops over the EB flops of the whole step, convolutions and read-out included ("
 step": 3 multiply-adds per weight use, a convolution's output size x kernel volume). Then
 the paper's own Table 4 bound and its measured PyTorch overhead.
 
-    python -m ibtools bench ib_overhead
+    python -m ibtools bench ib_overhead            # the target on CUDA: IB/EB <= 1.10
 """
 
 # No `from __future__ import annotations`: the CLI runs this file without registering it as a
@@ -33,12 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ibtools.bench import timed_blocks
+from ibtools.bench import full_scale_precision, graph_captured, median_ratio, timed_blocks, warmup_calls
 from ibtools.experiments.ch02_ib import FLOPS_PER_ALPHA  # c_sigma of section 4.5
 from ibtools.ib import solve_alpha
 from ibtools.ib_layers import bind
 from ibtools.models import AUTOENCODER_SIZES, IBAutoencoder, IBMNISTClassifier, MusicRNN
-from ibtools.train import next_frame_nll, resolve_device
+from ibtools.train import BatchClosure, make_step, next_frame_nll, resolve_device
 
 LR = 0.01
 
@@ -99,14 +105,13 @@ def architectures(device: torch.device) -> list[Architecture]:
     ]
 
 
-def training_step(model: nn.Module, arch: Architecture) -> Callable[[], None]:
+def training_step(model: nn.Module, arch: Architecture, device: torch.device, capture: bool | None = None):
+    """(step, call): ``step`` made by :func:`ibtools.train.make_step` (``capture`` passed on:
+    None captures on CUDA), ``call()`` one training step of ``model`` on the fixed batch."""
     optimizer = bind(model, torch.optim.SGD(model.parameters(), lr=LR))
-
-    def step():
-        optimizer.zero_grad(set_to_none=False)
-        arch.loss(model(arch.inputs), arch.targets).backward()
-        optimizer.step()
-    return step
+    step = make_step(optimizer, device, capture, model)
+    closure = BatchClosure(model, arch.loss, optimizer, arch.inputs, arch.targets)
+    return step, lambda: step(closure)
 
 
 def alpha_time(arch: Architecture, device: torch.device) -> float:
@@ -125,42 +130,56 @@ def alpha_time(arch: Architecture, device: torch.device) -> float:
     return statistics.median(timed_blocks({"alpha": solve_all}, device, blocks=15, number=5)["alpha"])
 
 
-def measure(device: torch.device | None = None, quick: bool = False) -> pd.DataFrame:
+def measure(device: torch.device | None = None, quick: bool = False, capture: bool | None = None) -> pd.DataFrame:
     """One row per architecture: EB and IB milliseconds per training step, their ratio (the
-    median of block-by-block ratios), solve_alpha's time alone, the section 4.5 flop bounds and
-    the paper's figures. ``quick`` takes fewer blocks (for a chapter; noisier)."""
+    median of block-by-block ratios), which of them replayed CUDA graphs ("captured": "EB, IB",
+    or "none", always so on the CPU), solve_alpha's time alone, the section 4.5 flop bounds and
+    the paper's figures. ``quick`` takes fewer blocks (for a chapter; noisier). ``capture`` is
+    :func:`ibtools.train.make_step`'s: None as the sweeps run (graphs on CUDA), False eager.
+    ``table.attrs["tf32"]``: whether TF32 was allowed (:func:`ibtools.bench.full_scale_precision`)."""
     device = device or resolve_device()
     blocks = 12 if quick else 60
-    rows = []
-    for arch in architectures(device):
-        steps = {}
-        for mode in ("explicit", "implicit"):
-            torch.manual_seed(0)  # the same initial weights for EB and IB
-            steps[mode] = training_step(arch.make_model(mode).to(device), arch)
-        if arch.make_model is MusicRNN and not quick:
-            torch.manual_seed(0)
-            steps["unrolled"] = training_step(UnrolledMusicRNN("explicit").to(device), arch)
-        samples = timed_blocks(steps, device, blocks=blocks, number=4)
-        eb, ib = (statistics.median(samples[mode]) for mode in ("explicit", "implicit"))
-        layers_bound, step_bound = arch.flop_bounds()
-        rows.append({
-            "architecture": arch.name, "EB ms": eb * 1e3, "IB ms": ib * 1e3,
-            "IB/EB": statistics.median(i / e for i, e in zip(samples["implicit"], samples["explicit"])),
-            "alpha alone ms": alpha_time(arch, device) * 1e3,
-            "bound, IB layers": layers_bound, "bound, whole step": step_bound,
-            "paper bound": arch.paper_bound, "paper measured": arch.paper_measured,
-            "unrolled EB ms": statistics.median(samples["unrolled"]) * 1e3 if "unrolled" in samples else float("nan"),
-        })
-    return pd.DataFrame(rows)
+    with full_scale_precision(device) as precision:
+        table = pd.DataFrame([_measure_architecture(arch, device, blocks, quick, capture)
+                              for arch in architectures(device)])
+    table.attrs["tf32"] = precision["tf32"]
+    return table
+
+
+def _measure_architecture(arch: Architecture, device: torch.device, blocks: int, quick: bool,
+                          capture: bool | None) -> dict:
+    models = {"EB": lambda: arch.make_model("explicit"), "IB": lambda: arch.make_model("implicit")}
+    if arch.make_model is MusicRNN and not quick:
+        models["unrolled"] = lambda: UnrolledMusicRNN("explicit")
+    steps, calls = {}, {}
+    for name, make_model in models.items():
+        torch.manual_seed(0)  # the same initial weights for EB and IB
+        steps[name], calls[name] = training_step(make_model().to(device), arch, device, capture)
+    samples = timed_blocks(calls, device, blocks=blocks, number=4, warmup=warmup_calls(steps.values(), 3))
+    eb, ib = (statistics.median(samples[name]) for name in ("EB", "IB"))
+    layers_bound, step_bound = arch.flop_bounds()
+    return {
+        "architecture": arch.name, "EB ms": eb * 1e3, "IB ms": ib * 1e3,
+        "IB/EB": median_ratio(samples["IB"], samples["EB"]),
+        "captured": graph_captured({name: steps[name] for name in ("EB", "IB")}),
+        "alpha alone ms": alpha_time(arch, device) * 1e3,
+        "bound, IB layers": layers_bound, "bound, whole step": step_bound,
+        "paper bound": arch.paper_bound, "paper measured": arch.paper_measured,
+        "unrolled EB ms": statistics.median(samples["unrolled"]) * 1e3 if "unrolled" in samples else float("nan"),
+    }
 
 
 def main(device: torch.device) -> None:
-    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("one training step = forward + backward + SGD step; medians over alternating blocks of steps\n")
     table = measure(device)
+    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"TF32 {'allowed (as full-scale sweeps)' if table.attrs['tf32'] else 'off'}")
+    print("one training step = forward + backward + SGD step, taken as ibtools.train.train takes it "
+          "(make_step); medians over alternating blocks of steps")
+    print("captured: the methods whose steps were replayed from CUDA graphs (none: eager)\n")
     formats = {"EB ms": "{:.2f}", "IB ms": "{:.2f}", "IB/EB": "{:.3f}", "alpha alone ms": "{:.2f}",
                "bound, IB layers": "{:.2%}", "bound, whole step": "{:.2%}", "unrolled EB ms": "{:.2f}"}
     print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
-    print("\nunrolled EB: the RNN trained by autograd through an unrolled loop (no fused BPTT)")
+    print("\ntarget on one H200-class GPU (issue 16): IB/EB <= 1.10 on every architecture")
+    print("unrolled EB: the RNN trained by autograd through an unrolled loop (no fused BPTT)")
     print("bounds: (2n + c m) / (3 n m) with c_relu = 10, c_arctan = 100 flops (section 4.5), as total "
           "extra flops over total EB flops, of the IB layers' uses and of the whole step")

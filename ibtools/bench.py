@@ -2,14 +2,24 @@
 
 Machines are noisy, so a benchmark never times one method and then another: the functions
 take turns in blocks, their order alternating, and a ratio is the median of the ratios of
-neighbouring blocks.
+neighbouring blocks. Training steps are timed as :func:`ibtools.train.train` takes them, made
+by :func:`ibtools.train.make_step`: eager on the CPU, replayed from a CUDA graph on CUDA where
+the optimizer is graph-safe.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import statistics
 import time
 
 import torch
+
+from .steps import GraphStep, precision
+
+# Calls of a GraphStep before it replays: its eager warm-up steps, then the capture.
+_UNTIL_REPLAY = inspect.signature(GraphStep).parameters["warmup"].default + 1
 
 
 def sync(device: torch.device) -> None:
@@ -36,3 +46,45 @@ def timed_blocks(functions: dict, device: torch.device, blocks: int, number: int
             sync(device)
             samples[name].append((time.perf_counter() - start) / number)
     return samples
+
+
+@contextlib.contextmanager
+def full_scale_precision(device: torch.device):
+    """The block runs with the matrix-product precision of a full-scale sweep on ``device``: TF32
+    allowed on CUDA, as ``python -m ibtools run --scale full`` allows it
+    (:func:`ibtools.__main__.tf32_allowed`), float32 on the CPU. Yields ``{"tf32": bool}``."""
+    from .__main__ import tf32_allowed  # not at the top: ibtools.__main__ imports this module (via plan)
+
+    with precision(device, tf32_allowed("full", device, refused=False)) as used:
+        yield used
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over blocks k of ``numerator[k] / denominator[k]``: each ratio compares two
+    neighbouring blocks, timed under the same conditions, so a drift in the machine's speed
+    between blocks cancels. Raises ValueError for lists of different lengths or none."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(f"need one time per block of each, got {len(numerator)} and {len(denominator)}")
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def warmup_calls(steps, eager: int) -> int:
+    """Untimed calls to make of each step of ``steps`` (made by :func:`ibtools.train.make_step`)
+    before timing: ``eager`` when none captures, else enough for every
+    :class:`ibtools.steps.GraphStep` to have warmed up and captured its graph, so that every
+    timed call replays it."""
+    return max(eager, _UNTIL_REPLAY) if any(step.captured for step in steps) else eager
+
+
+def replays_graph(step) -> bool:
+    """Whether ``step`` (made by :func:`ibtools.train.make_step`) replays a CUDA graph: it
+    captures (a :class:`ibtools.steps.GraphStep`, or a watched optimizer's step around one) and
+    its capture did not fail (one that fails runs eagerly, with a warning)."""
+    graph = getattr(step, "update", step)
+    return bool(step.captured) and getattr(graph, "failed", None) is None
+
+
+def graph_captured(steps: dict) -> str:
+    """The names of the ``steps`` ({name: step}) that replay a CUDA graph (:func:`replays_graph`),
+    comma-separated; ``"none"`` when every one runs eagerly (always on the CPU)."""
+    return ", ".join(name for name, step in steps.items() if replays_graph(step)) or "none"

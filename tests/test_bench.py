@@ -1,0 +1,167 @@
+"""The speed benchmarks (ibtools.bench and benchmarks/*.py) measure what they say.
+
+Their timing helpers alternate and divide as documented; ib_overhead and sibp take each step
+as the training loop takes it (make_step and a BatchClosure), warm a captured step up past its
+capture before timing, and report which steps replayed graphs (on this CPU, through GraphStep
+with a capture that replays by calling the step). Timings are shortened to a few blocks here.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+from test_steps import replaying_capture
+
+import ibtools.train as train_module
+from ibtools import bench
+from ibtools.__main__ import load_benchmark
+from ibtools.steps import EagerStep, GraphStep
+from ibtools.train import StepDecay, make_step
+
+CPU = torch.device("cpu")
+
+
+# --- ibtools.bench ----------------------------------------------------------------------------------
+
+def test_timed_blocks_alternate_the_order_of_the_functions_block_by_block():
+    calls = []
+    samples = bench.timed_blocks({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, CPU,
+                                 blocks=3, number=2, warmup=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"] + ["a", "a", "b", "b"]
+    assert [len(samples[name]) for name in "ab"] == [3, 3] and all(t > 0 for t in samples["a"] + samples["b"])
+
+
+def test_median_ratio_is_the_median_of_the_blocks_ratios_not_the_ratio_of_medians():
+    ib, eb = [4.0, 1.0, 9.0], [1.0, 1.0, 3.0]  # ratios 4, 1, 3
+    assert bench.median_ratio(ib, eb) == 3.0
+    assert statistics.median(ib) / statistics.median(eb) == 4.0
+    with pytest.raises(ValueError, match="one time per block"):
+        bench.median_ratio([1.0], [1.0, 2.0])
+
+
+def _closure(model, optimizer):
+    from ibtools.train import BatchClosure
+
+    g = torch.Generator().manual_seed(0)
+    return BatchClosure(model, torch.nn.functional.cross_entropy, optimizer, torch.rand(8, 4, generator=g),
+                        torch.randint(0, 3, (8,), generator=g))
+
+
+def test_after_warmup_calls_every_call_of_a_graph_step_replays_its_graph():
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = GraphStep(optimizer, capture=replaying_capture())
+    closure = _closure(model, optimizer)
+    warmup = bench.warmup_calls([step, EagerStep(optimizer)], eager=1)
+    for _ in range(warmup):
+        step(closure)
+    assert step.captures == 1
+    step(closure)
+    assert step.replays == step.calls - step.warmup and step.captures == 1
+    assert bench.warmup_calls([EagerStep(optimizer)], eager=3) == 3
+
+
+def test_replays_graph_and_graph_captured_name_the_steps_that_replay():
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    graph, failed = GraphStep(optimizer, capture=replaying_capture()), GraphStep(optimizer)
+    failed.failed = "RuntimeError: no CUDA"
+    watched = train_module._WatchedStep(StepDecay(optimizer, []), GraphStep(optimizer, capture=replaying_capture()))
+    watched_failed = train_module._WatchedStep(StepDecay(optimizer, []), failed)
+    assert bench.replays_graph(graph) and bench.replays_graph(watched)
+    assert not bench.replays_graph(failed) and not bench.replays_graph(watched_failed)
+    assert bench.graph_captured({"EB": graph, "IB": failed, "W": watched, "E": make_step(optimizer, CPU)}) == "EB, W"
+    assert bench.graph_captured({"EB": EagerStep(optimizer)}) == "none"
+
+
+def test_full_scale_precision_has_no_tf32_on_the_cpu():
+    with bench.full_scale_precision(CPU) as used:
+        assert used == {"tf32": False}
+
+
+# --- ib_overhead and sibp ------------------------------------------------------------------------------
+
+@pytest.fixture
+def short_timing(monkeypatch):
+    """Shorten a benchmark module's timed_blocks to two blocks of one call (its warm-up kept)
+    and record what each call measured: ``record(module)`` patches ``module``."""
+    measured = []
+
+    def record(module):
+        def timed(functions, device, blocks, number, warmup=3):
+            samples = bench.timed_blocks(functions, device, blocks=2, number=1, warmup=warmup)
+            measured.append((warmup, samples))
+            return samples
+        monkeypatch.setattr(module, "timed_blocks", timed)
+        return measured
+    return record
+
+
+def test_ib_overhead_times_steps_as_train_takes_them_and_its_ratios_are_the_blocks(device, short_timing,
+                                                                                  monkeypatch):
+    module = load_benchmark("ib_overhead")
+    made = []
+
+    def spying_make_step(optimizer, dev, capture=None, model=None):
+        made.append((dev, capture, model))
+        return make_step(optimizer, dev, capture, model)
+    monkeypatch.setattr(module, "make_step", spying_make_step)
+    measured = short_timing(module)
+    table = module.measure(device, quick=True)
+    assert len(made) == 6 and all(d == device and c is None and m is not None for d, c, m in made)
+    steps = [samples for _, samples in measured if "EB" in samples]
+    assert len(steps) == 3
+    for (_, row), samples in zip(table.iterrows(), steps):
+        assert row["EB ms"] == pytest.approx(statistics.median(samples["EB"]) * 1e3)
+        assert row["IB ms"] == pytest.approx(statistics.median(samples["IB"]) * 1e3)
+        assert row["IB/EB"] == pytest.approx(bench.median_ratio(samples["IB"], samples["EB"]))
+        assert row["EB ms"] > 0 and row["IB ms"] > 0 and row["alpha alone ms"] > 0
+    assert list(table["captured"]) == ["EB, IB" if device.type == "cuda" else "none"] * 3
+    assert table.attrs["tf32"] == (device.type == "cuda")
+    for column in ("architecture", "IB/EB", "bound, whole step", "EB ms", "IB ms", "bound, IB layers",
+                   "paper measured"):  # what chapters 2 and 3 read
+        assert column in table.columns
+
+
+def _graph_steps(module, monkeypatch):
+    """Make the module's steps GraphSteps whose capture replays by calling the step."""
+    made = []
+
+    def graph_make_step(optimizer, dev, capture=None, model=None):
+        made.append(GraphStep(optimizer, capture=replaying_capture()))
+        return made[-1]
+    monkeypatch.setattr(module, "make_step", graph_make_step)
+    return made
+
+
+@pytest.mark.parametrize("name", ["ib_overhead", "sibp"])
+def test_a_captured_step_is_warmed_up_and_captured_before_it_is_timed(name, short_timing, monkeypatch):
+    module = load_benchmark(name)
+    made = _graph_steps(module, monkeypatch)
+    short_timing(module)
+    table = module.measure(CPU, quick=True)
+    assert made and all(step.captures == 1 and step.replays == step.calls - step.warmup for step in made)
+    timed_calls = 2  # two blocks of one call
+    assert all(step.replays > timed_calls for step in made)
+    expected = "EB, IB" if name == "ib_overhead" else "SGD, SIBP, ProxBP"
+    assert set(table["captured"]) == {expected}
+
+
+def test_sibp_times_steps_as_train_takes_them_and_its_ratios_are_the_blocks(device, short_timing):
+    module = load_benchmark("sibp")
+    measured = short_timing(module)
+    table = module.measure(device, quick=True)
+    assert len(measured) == 2
+    for (_, row), (_, samples) in zip(table.iterrows(), measured):
+        for method in ("SGD", "SIBP", "ProxBP"):
+            seconds = statistics.median(samples[method])
+            assert seconds > 0
+            assert row[f"{method} ms/step"] == pytest.approx(seconds * 1e3)
+            assert row[f"{method} s/epoch"] == pytest.approx(seconds * module.STEPS_PER_EPOCH)
+        for method in ("SIBP", "ProxBP"):
+            assert row[f"{method}/SGD"] == pytest.approx(bench.median_ratio(samples[method], samples["SGD"]))
+    assert "SIBP/SGD" in table.columns and "network" in table.columns  # what chapter 4 reads
+    if device.type == "cpu":
+        assert set(table["captured"]) == {"none"}
