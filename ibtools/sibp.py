@@ -54,6 +54,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ibtools.models import MLP, Arctan
+from ibtools.steps import host_waits
 from ibtools.train import check_lr, least_squares, mean_squared_error
 
 __all__ = [
@@ -414,6 +415,14 @@ def l1_fit(problem: ProxFit | TensorFit, x0: torch.Tensor, gamma: float, iters: 
 
     Stops after ``iters`` iterations, or once every row's optimality residual ||z - y|| / s (the
     gradient mapping, zero exactly at a minimiser) is at most ``tol`` times its value at x0.
+    Both early exits (every row converged; in the backtracking, every row's step accepted) are
+    questions the host asks of the data. Where asking costs a wait for the device
+    (:func:`ibtools.steps.host_waits`: on CUDA, so that the step can be captured in a CUDA graph)
+    the solver asks none: it runs all ``iters`` iterations, each with all 40 trial steps, and
+    holds x by ``torch.where`` once the early-exit path would have stopped, so the result is
+    bitwise the same, at the price of every halving and iteration: ``iters`` x 40 evaluations
+    of phi, where the early-exit path, whose step is mostly accepted at its first or second
+    trial, makes a few per iteration.
     At a minimiser the optimality conditions hold: grad phi(x)_j = -gamma sign(x_j)
     where x_j != 0 and |grad phi(x)_j| <= gamma where x_j = 0, so the threshold on each weight
     depends on the fit's curvature, unlike a soft threshold of the smooth solution. With
@@ -426,6 +435,7 @@ def l1_fit(problem: ProxFit | TensorFit, x0: torch.Tensor, gamma: float, iters: 
     def objective(phi: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return phi + gamma * dot(x.abs(), ones)
 
+    sync_free = host_waits(x0)
     x = x0
     best = objective(problem.value(x), x)
     step = torch.full_like(best, problem.lam)
@@ -433,6 +443,7 @@ def l1_fit(problem: ProxFit | TensorFit, x0: torch.Tensor, gamma: float, iters: 
     y, point = x, problem.evaluate(x)
     slack = 16 * torch.finfo(x0.dtype).eps
     first = None
+    stopped = torch.zeros((), dtype=torch.bool, device=x0.device)  # every row converged (sync-free path)
     for _ in range(iters):
         for _ in range(_L1_HALVINGS):
             trial = soft_threshold(y - step * point.grad, step * gamma)
@@ -440,7 +451,9 @@ def l1_fit(problem: ProxFit | TensorFit, x0: torch.Tensor, gamma: float, iters: 
             phi = problem.value(trial)
             bound = point.value + dot(point.grad, move) + dot(move, move) / (2 * step)
             accept = phi <= bound + slack * (point.value.abs() + phi.abs())
-            if bool(accept.all()):
+            # Once every row has accepted, no step changes and each further trial repeats the
+            # accepted one, so the sync-free path runs them all without asking.
+            if not sync_free and bool(accept.all()):
                 break
             step = torch.where(accept, step, step / 2)
         value = objective(phi, trial)
@@ -453,9 +466,13 @@ def l1_fit(problem: ProxFit | TensorFit, x0: torch.Tensor, gamma: float, iters: 
         y = torch.where(lower, new + (momentum - 1) / following * (new - x), x)
         momentum = torch.where(lower, following, torch.ones_like(momentum))
         best = torch.where(lower, value, best)
-        x = new
-        if bool(converged.all()):
-            break
+        if not sync_free:
+            x = new
+            if bool(converged.all()):
+                break
+        else:  # only x leaves the loop, so only x is held from where the early-exit path stops
+            x = torch.where(stopped, x, new)
+            stopped = stopped | converged.all()
         point = problem.evaluate(y)
     return x
 
@@ -667,17 +684,28 @@ class TensorFit:
         """The next point along ``direction``, given the slope grad.d there: the Gauss-Newton step
         t = -grad.d / (2 ||sigma'(pre) * A d||^2 + ||d||^2 / lam) (negative where d ascends),
         halved until Armijo's condition phi(x + t d) <= phi(x) + 1e-4 t grad.d holds; where no
-        trial does, x stays put, so phi never increases."""
+        trial does, x stays put, so phi never increases. Where the host would wait for the
+        device to learn whether a trial passed (:func:`ibtools.steps.host_waits`), all 30 trials
+        are priced (elementwise, on pre + t A d), the first that passes is kept by
+        ``torch.where``, and so is the point where none does: the same point, bitwise, with no
+        host round trip."""
         delta = self.apply(direction)
         curvature = 2 * ((self.activation.slope(point.pre) * delta) ** 2).sum() \
             + self.dot(direction, direction) / self.lam
         step = _safe_divide(-slope, curvature)
+        sync_free = host_waits(step)
+        found = torch.zeros_like(step, dtype=torch.bool)
         for _ in range(_TENSOR_HALVINGS):
-            trial = point.x + step * direction
-            if self.objective(trial, point.pre + step * delta) <= point.value + _ARMIJO * step * slope:
-                return self.evaluate(trial)
-            step = step / 2
-        return point
+            accept = self.objective(point.x + step * direction, point.pre + step * delta) \
+                <= point.value + _ARMIJO * step * slope
+            if not sync_free and bool(accept):
+                return self.evaluate(point.x + step * direction)
+            found = found | accept
+            step = torch.where(found, step, step / 2)  # the first accepted step stays
+        if not sync_free:
+            return point
+        new = self.evaluate(point.x + step * direction)
+        return _TensorPoint(*(torch.where(found, a, b) for a, b in zip(new, point)))
 
 
 def prox_conv_layer(conv: nn.Conv2d, inputs: torch.Tensor, activation: Activation, target: torch.Tensor,
@@ -765,7 +793,13 @@ class SIBP(_DenseOptimizer):
     ``model`` is a fully connected network (:func:`dense_stack`) or, per Remark 5.1, a
     convolutional one (:func:`conv_stack`): convolution stages are fitted by (4.1) and pass
     the error down with W^{k+1}; pooling stages pass it down by their vector-Jacobian product.
+
+    Every path of ``step`` (dense or convolutional, with or without ``l1``) runs a fixed
+    sequence of kernels with no host round trip on CUDA, so it is :func:`ibtools.steps.graph_safe`
+    and :func:`ibtools.train.train` replays it from a CUDA graph there.
     """
+
+    graph_safe = True
 
     def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5, l1: float = 0.0,
                  l1_iters: int = L1_ITERS, l1_tol: float = L1_TOL):
@@ -848,8 +882,13 @@ class ProxBP(_DenseOptimizer):
 
     with eta = ``lr`` and lambda = ``lam``, by ``cg_iters`` linear CG iterations
     (:func:`prox_linear_layer`; the paper uses 5). The layers update independently (Jacobi
-    type, Table 1). Any differentiable loss; returns the batch loss before the update.
+    type, Table 1). Any differentiable loss; returns the batch loss before the update. The step
+    runs fixed iteration counts with no host round trip, so it is
+    :func:`ibtools.steps.graph_safe` and :func:`ibtools.train.train` replays it from a CUDA
+    graph on a GPU.
     """
+
+    graph_safe = True
 
     def __init__(self, model: nn.Module, lr: float, lam: float = 1.0, cg_iters: int = 5):
         defaults = dict(lr=check_lr(lr), lam=_positive("lam", lam, "the paper's lambda, e.g. lam=1.0"),

@@ -1,10 +1,12 @@
 """The math of ibtools.sibp (Liu & Zhang, *Semi-Implicit Back Propagation*): SIBP's descent
 (Theorem 4.1), the subproblems (4.1) solved to their optimality conditions, the linear CG of
 ProxBP against a direct solve, the no-move limits, l1 zeros (Remark 4.1), BCD's merit
-function (section 3.3), and all three methods training through ibtools.train.train.
-Gradients of the subproblems come from autograd, not from the derivations under test."""
+function (section 3.3), all three methods training through ibtools.train.train, and SIBP's and
+ProxBP's steps free of host round trips (so that CUDA graphs can capture them), bitwise the
+eager steps. Gradients of the subproblems come from autograd, not from the derivations under test."""
 
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -15,7 +17,8 @@ from torch import nn
 
 from ibtools import data, sibp
 from ibtools.models import MLP, Arctan
-from ibtools.train import LOSSES, BatchClosure, train
+from ibtools.steps import EagerStep, GraphStep, graph_safe, host_syncs
+from ibtools.train import LOSSES, BatchClosure, make_step, train
 
 F64 = torch.float64
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -792,3 +795,174 @@ def test_unsupported_conv_models_are_refused_with_what_is_supported(model, messa
     assert "nn.Conv2d" in str(info.value) and "nn.MaxPool2d" in str(info.value)
     with pytest.raises(ValueError, match="supported by SIBP only"):
         sibp.ProxBP(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)), lr=0.1)
+
+
+# --- steps with no host round trip (CUDA graphs) ---------------------------------------------
+#
+# On CUDA every bool() of a device tensor waits for the device and cannot be captured in a
+# graph, so l1_fit's early exits and the conv line search's acceptance test take a path that
+# asks nothing. steps.host_syncs makes host_waits True on any device, so the CPU runs that
+# path inside it and the eager one outside; the two must agree bit for bit.
+
+class Counted:
+    """A subproblem that counts how often l1_fit evaluates phi alone and with its gradient."""
+
+    def __init__(self, problem):
+        self.problem, self.values, self.evaluations = problem, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.problem, name)
+
+    def value(self, x):
+        self.values += 1
+        return self.problem.value(x)
+
+    def evaluate(self, x):
+        self.evaluations += 1
+        return self.problem.evaluate(x)
+
+
+def both_paths(solve):
+    """solve() outside host_syncs (early exits) and inside it (no host round trip): the two
+    results and the host syncs recorded inside."""
+    eager = solve()
+    with host_syncs() as calls:
+        sync_free = solve()
+    return eager, sync_free, calls
+
+
+@settings(deadline=None, max_examples=24, derandomize=True)
+@given(seed=seeds, kind=st.sampled_from(["weight", "bias", "neuron"]), act=any_activation,
+       gamma=st.sampled_from([1e-9, 1e-3, 0.3, 30.0]), lam=st.sampled_from([0.05, 1.0, 50.0]),
+       tol=st.sampled_from([1e-3, 0.1]), dtype=st.sampled_from([torch.float32, F64]))
+def test_l1_fit_without_host_round_trips_is_the_early_exit_solver_bitwise(seed, kind, act, gamma, lam, tol, dtype):
+    problem, x0, _ = layer_problem(seed, kind, activation(act), lam=lam, dtype=dtype)
+    iters = 30
+    counted = []
+
+    def solve():
+        counted.append(Counted(problem))
+        return sibp.l1_fit(counted[-1], x0, gamma, iters, tol)
+
+    eager, sync_free, calls = both_paths(solve)
+    assert calls == []
+    assert torch.equal(sync_free, eager)
+    early, fixed = counted
+    assert (fixed.evaluations, fixed.values) == (iters + 1, 1 + iters * sibp._L1_HALVINGS)  # every budget spent
+    assert early.values < fixed.values  # the eager path left its backtracking early
+
+
+@pytest.mark.parametrize("kind", ["weight", "bias", "conv"])
+def test_the_sync_free_l1_solver_holds_x_from_where_the_early_exit_one_stopped(kind):
+    """With tol = 0.1 the eager solver stops before its budget, and running on would move x:
+    the sync-free solver, which does run on, returns the point where it stopped."""
+    if kind == "conv":
+        gen = torch.Generator().manual_seed(3)
+        conv = nn.Conv2d(2, 3, 3).to(F64)
+        inputs = randn(gen, 4, 2, 6, 6)
+        problem = sibp.TensorFit(apply=lambda w: conv._conv_forward(inputs, w, None), offset=0.0,
+                                 activation=activation("tanh"), target=torch.tanh(randn(gen, 4, 3, 4, 4)),
+                                 anchor=conv.weight.detach(), lam=1.0)
+        x0 = conv.weight.detach()
+    else:
+        problem, x0, _ = layer_problem(5, kind, activation("tanh"), lam=2.0)
+    counted = []
+
+    def solve(tol=0.1):
+        counted.append(Counted(problem))
+        return sibp.l1_fit(counted[-1], x0, 0.05, 40, tol)
+
+    eager, sync_free, calls = both_paths(solve)
+    assert calls == [] and torch.equal(sync_free, eager)
+    assert counted[0].evaluations < 41 == counted[1].evaluations
+    assert not torch.equal(solve(tol=0.0), eager)
+
+
+@settings(deadline=None, max_examples=8, derandomize=True)
+@given(seed=seeds, hidden=st.sampled_from(["relu", "tanh"]), gamma=st.sampled_from([1e-9, 0.05, 50.0]),
+       lam=st.sampled_from([0.1, 10.0]), dtype=st.sampled_from([torch.float32, F64]))
+def test_the_conv_l1_update_without_host_round_trips_is_the_early_exit_one_bitwise(seed, hidden, gamma, lam, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    act = activation(hidden)
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).to(dtype)
+    inputs = randn(gen, 5, 2, 7, 7, dtype=dtype) / 3
+    target = act.value(randn(gen, 5, 3, 4, 4, dtype=dtype))
+    eager, sync_free, calls = both_paths(
+        lambda: sibp.prox_conv_layer(conv, inputs, act, target, lam, 5, l1=gamma, l1_iters=20, l1_tol=0.05))
+    assert calls == []
+    assert all(torch.equal(a, b) for a, b in zip(sync_free, eager))
+
+
+@pytest.mark.parametrize("case", ["first trial", "a later trial", "no trial"])
+def test_the_conv_line_search_without_host_round_trips_takes_the_same_point_bitwise(case, monkeypatch):
+    """Along -grad the Gauss-Newton step passes Armijo's test at once; told a slope 8 times
+    steeper than it is, the search overshoots a linear fit's quadratic and halves the step three
+    times; told one 1e12 times steeper, no trial passes and x stays."""
+    gen = torch.Generator().manual_seed(7)
+    act = activation("identity" if case == "a later trial" else "tanh")
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).to(F64)
+    inputs = randn(gen, 5, 2, 7, 7) / 3
+    weight = randn(gen, 3, 2, 3, 3)
+    problem = sibp.TensorFit(apply=lambda w: conv._conv_forward(inputs, w, None), offset=0.0, activation=act,
+                             target=act.value(randn(gen, 5, 3, 4, 4)), anchor=weight, lam=1.0)
+    point = problem.evaluate(weight)
+    slope = -(point.grad ** 2).sum() * {"first trial": 1, "a later trial": 8, "no trial": 1e12}[case]
+    priced = []  # phi evaluations per search: one per trial, and one for the point taken
+    objective = sibp.TensorFit.objective
+
+    def counted(self, x, pre):
+        priced[-1] += 1
+        return objective(self, x, pre)
+
+    def search():
+        priced.append(0)
+        return problem.line_step(point, -point.grad, slope)
+
+    monkeypatch.setattr(sibp.TensorFit, "objective", counted)
+    eager, sync_free, calls = both_paths(search)
+    assert calls == []
+    assert all(torch.equal(a, b) for a, b in zip(sync_free, eager))
+    stayed = torch.equal(eager.x, point.x)
+    tried = priced[0] - (not stayed)  # the eager path's trials
+    assert (tried, stayed) == {"first trial": (1, False), "a later trial": (4, False),
+                               "no trial": (sibp._TENSOR_HALVINGS, True)}[case]
+    assert priced[1] == sibp._TENSOR_HALVINGS + 1
+
+
+_DENSE, _CONV = partial(network, 3, [6, 8, 3], "tanh"), partial(lenet, 3, "relu")  # each called with a dtype
+STEP_CASES = {"SIBP": (_DENSE, lambda m: sibp.SIBP(m, lr=1.0)),
+              "SIBP l1": (_DENSE, lambda m: sibp.SIBP(m, lr=1.0, l1=1e-3)),
+              "ProxBP": (_DENSE, lambda m: sibp.ProxBP(m, lr=1.0)),
+              "conv SIBP": (_CONV, lambda m: sibp.SIBP(m, lr=1.0)),
+              "conv SIBP l1": (_CONV, lambda m: sibp.SIBP(m, lr=1.0, l1=1e-3, l1_iters=20))}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_sibp_and_proxbp_steps_make_no_host_round_trip_and_take_the_eager_step(case, dtype, device):
+    make_model, make_optimizer = STEP_CASES[case]
+    inputs, targets = image_batch(4, dtype=dtype) if case.startswith("conv") else \
+        classification_batch(4, 16, 6, 3, dtype=dtype)
+    inputs, targets = inputs.to(device), targets.to(device)
+
+    def two_steps():
+        model = make_model(dtype).to(device)
+        optimizer = make_optimizer(model)
+        closure = closure_for(model, optimizer, inputs, targets)
+        return [optimizer.step(closure) for _ in range(2)] + weights(model)
+
+    eager, sync_free, calls = both_paths(two_steps)
+    assert calls == []
+    assert all(torch.equal(a, b) for a, b in zip(sync_free, eager))
+    assert not all(torch.equal(a, b) for a, b in zip(eager[2:], weights(make_model(dtype).to(device))))
+
+
+def test_sibp_and_proxbp_are_graph_safe_and_bcd_is_not():
+    """graph_safe is what ibtools.train.train asks before it captures a step on CUDA."""
+    cuda = torch.device("cuda")
+    for optimizer in (sibp.SIBP(network(0, [4, 5, 3]), lr=1.0), sibp.SIBP(network(0, [4, 5, 3]), lr=1.0, l1=0.1),
+                      sibp.SIBP(lenet(0), lr=1.0, l1=0.1), sibp.ProxBP(network(0, [4, 5, 3]), lr=1.0)):
+        assert graph_safe(optimizer) and isinstance(make_step(optimizer, cuda), GraphStep)
+    bcd = sibp.BCD(network(0, [4, 5, 3]))
+    assert not graph_safe(bcd) and isinstance(make_step(bcd, cuda), EagerStep)
