@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "graph_safe", "cuda_graph", "GraphStep", "EagerStep",
+__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "capturing", "graph_safe", "cuda_graph", "GraphStep", "EagerStep",
            "precision"]
 
 # Tensor methods and functions whose result the host must have before it can go on: on CUDA
@@ -99,6 +99,13 @@ def host_waits(tensor: torch.Tensor) -> bool:
     see on a CPU the code path a GPU takes. Code that can skip work by asking a cheap question
     of the data (``if mask.any():``) asks only when this is False."""
     return tensor.is_cuda or _ACTIVE > 0
+
+
+def capturing(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s stream is being captured in a CUDA graph (inside
+    :func:`host_syncs` / :func:`no_host_syncs` too, as for :func:`host_waits`): where code that
+    would ask the host a question must do without, even at a higher price in arithmetic."""
+    return _ACTIVE > 0 or (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def _boolean_index(index) -> bool:
