@@ -24,6 +24,7 @@ GPU_CHECK = REPO / "scripts" / "gpu-check"
 
 @pytest.mark.parametrize("script", ["gpu-check", "gpu-wheels"])
 def test_the_scripts_are_shellcheck_clean(script):
+    assert SHELLCHECK.is_file(), f"{SHELLCHECK} not found: install requirements.txt into this venv"
     done = subprocess.run([str(SHELLCHECK), str(REPO / "scripts" / script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -123,6 +124,7 @@ def test_carried_wheels_tests_and_plans_on_the_cpu(tmp_path):
     setup = (out / "setup.txt").read_text()
     assert f"({tmp_path / 'venv' / 'bin' / 'python'})" in setup.splitlines()[0]  # the wheels' environment
     assert f"torch {torch.__version__}" in setup and "missing packages:" in setup
+    assert "versions other than requirements.txt's:" in setup
 
     names = ["test_a_carried_wheel_is_importable", "test_its_scripts_are_beside_the_python_running_the_tests",
              "test_python3s_own_packages_are_there_too", "test_no_tf32_is_a_flag_of_run_only"]
