@@ -3,11 +3,14 @@
 Their timing helpers alternate and divide as documented; ib_overhead and sibp take each step
 as the training loop takes it (make_step and a BatchClosure), warm a captured step up past its
 capture before timing, and report which steps replayed graphs (on this CPU, through GraphStep
-with a capture that replays by calling the step). Timings are shortened to a few blocks here.
+with a capture that replays by calling the step); the epoch benchmark runs the training loop
+itself on data of the papers' shapes with the chapters' configurations, and its step counts,
+scaling and ratios follow from what it timed. Timings are shortened to a few blocks here.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -17,6 +20,11 @@ from test_steps import replaying_capture
 import ibtools.train as train_module
 from ibtools import bench
 from ibtools.__main__ import load_benchmark
+from ibtools.experiments import ch03_ib_vs_eb as ch03
+from ibtools.experiments import ch04_sibp as ch04
+from ibtools.experiments import ch07_large_lr as ch07
+from ibtools.models import CIFARResNet
+from ibtools.sibp import SIBP
 from ibtools.steps import EagerStep, GraphStep
 from ibtools.train import StepDecay, make_step
 
@@ -139,6 +147,8 @@ def _graph_steps(module, monkeypatch):
 @pytest.mark.parametrize("name", ["ib_overhead", "sibp"])
 def test_a_captured_step_is_warmed_up_and_captured_before_it_is_timed(name, short_timing, monkeypatch):
     module = load_benchmark(name)
+    if name == "sibp":  # the shallow network shows it, in a fraction of the deep one's time
+        monkeypatch.setattr(module, "NETWORKS", {"784-500-10": module.NETWORKS["784-500-10"]})
     made = _graph_steps(module, monkeypatch)
     short_timing(module)
     table = module.measure(CPU, quick=True)
@@ -165,3 +175,95 @@ def test_sibp_times_steps_as_train_takes_them_and_its_ratios_are_the_blocks(devi
     assert "SIBP/SGD" in table.columns and "network" in table.columns  # what chapter 4 reads
     if device.type == "cpu":
         assert set(table["captured"]) == {"none"}
+
+
+# --- epoch ---------------------------------------------------------------------------------------------
+
+def test_the_epoch_tasks_are_the_chapters_full_scale_configurations():
+    module = load_benchmark("epoch")
+    mnist, resnet, sibp = module.tasks()
+    assert (mnist.rows, mnist.batch_size, mnist.shape) == (60_000, ch03.TASKS["mnist-classifier"][1], (1, 28, 28))
+    eb, ib = (method.make_model() for method in mnist.methods)
+    assert [m.name for m in mnist.methods] == ["EB", "IB"]
+    assert (eb.head[0].mode, ib.head[0].mode) == ("explicit", "implicit")
+    assert mnist.methods[1].make_optimizer(ib).param_groups[0]["lr"] in ch03.MNIST_LRS["full"]
+
+    full = ch07.sgdl_configs("full", methods=["sgdm"])[0]
+    assert (resnet.name, resnet.rows, resnet.batch_size, resnet.shape) == ("ResNet-56 CIFAR-10", 50_000,
+                                                                           full.batch_size, (3, 32, 32))
+    model = resnet.methods[0].make_model()
+    optimizer = resnet.methods[0].make_optimizer(model)
+    group = optimizer.optimizer.param_groups[0]
+    assert isinstance(optimizer, StepDecay) and (group["momentum"], group["weight_decay"]) == (0.9, full.weight_decay)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in CIFARResNet(56, 10, 3, 16).parameters())
+    x = torch.rand(2, 3, 32, 32)
+    assert resnet.augment(x, torch.Generator().manual_seed(0)).shape == x.shape
+
+    assert (sibp.rows, sibp.batch_size, [m.name for m in sibp.methods]) == (60_000, 100, ["SGD", "SIBP"])
+    net = sibp.methods[1].make_model()
+    solver = sibp.methods[1].make_optimizer(net)
+    table2 = ch04.mnist_configs("full", methods=("sibp",), seeds=1)[0]
+    assert isinstance(solver, SIBP)
+    assert [m.out_features for m in net.modules() if hasattr(m, "out_features")] == [500, 10]
+    group = solver.param_groups[0]
+    assert (group["lr"], group["lam"], group["cg_iters"]) == (1.0, 1.0, table2.cg_iters)
+    assert sibp.methods[0].make_optimizer(net).param_groups[0]["lr"] == 0.1
+
+
+def _timed_epochs(module, monkeypatch):
+    measured = []
+
+    def timed(functions, device, blocks, number, warmup=3):
+        samples = bench.timed_blocks(functions, device, blocks, number, warmup)
+        measured.append(samples)
+        return samples
+    monkeypatch.setattr(module, "timed_blocks", timed)
+    return measured
+
+
+def test_the_epoch_benchmark_times_whole_epochs_of_the_loop_and_scales_them(device, monkeypatch):
+    module = load_benchmark("epoch")
+    measured = _timed_epochs(module, monkeypatch)
+    table = module.measure(device, quick=True, repeats=3)
+    assert list(table["task"]) == ["MNIST classifier"] * 2 + ["ResNet-8 CIFAR-10"] + ["784-500-10"] * 2
+    assert list(table["method"]) == ["EB", "IB", "SGDM", "SGD", "SIBP"]
+    assert (table["steps"] == module.QUICK_BATCHES).all()
+    assert (table["rows"] == module.QUICK_BATCHES * table["batch"]).all()
+    assert list(table["rows"] * table["scale"]) == pytest.approx([60_000] * 2 + [50_000] + [60_000] * 2)
+    assert (table["epoch s"] > 0).all() and (table["evaluation s"] > 0).all()
+    for (task, rows), samples in zip(table.groupby("task", sort=False), measured):
+        epochs = {m: [two - one for one, two in zip(samples[m, 1], samples[m, 2])] for m in rows["method"]}
+        baseline = rows["method"].iloc[0]
+        for _, row in rows.iterrows():
+            assert row["epoch s"] == pytest.approx(statistics.median(epochs[row["method"]]) * row["scale"])
+            if row["method"] == baseline:
+                assert math.isnan(row["ratio"])
+            else:
+                assert row["ratio"] == pytest.approx(bench.median_ratio(epochs[row["method"]], epochs[baseline]))
+    expected = {"MNIST classifier": "epoch <= 0.5 s", "ResNet-8 CIFAR-10": "epoch <= 3 s",
+                "784-500-10": "SIBP/SGD <= 5"}
+    assert [expected[t] for t in table["task"]] == list(table["target"])
+    if device.type == "cpu":
+        assert set(table["captured"]) == {"eager"}
+
+
+def test_an_epochs_steps_are_the_batches_of_the_rows_timed(monkeypatch):
+    module = load_benchmark("epoch")
+    monkeypatch.setattr(module, "tasks", lambda quick=False: [module.mnist_classifier()])
+    table = module.measure(CPU, fraction=250 / 60_000, repeats=2)
+    assert list(table["rows"]) == [250, 250] and list(table["steps"]) == [3, 3]  # 100 + 100 + 50
+    assert list(table["scale"]) == pytest.approx([240.0, 240.0])
+
+
+def test_epoch_main_says_that_cpu_seconds_are_scaled(monkeypatch, capsys):
+    module = load_benchmark("epoch")
+    monkeypatch.setattr(module, "tasks", lambda quick=False: [module.mnist_classifier()])
+    module.main(CPU)
+    out = capsys.readouterr().out
+    assert "SCALED" in out and "evaluation included" in out and "epoch <= 0.5 s" in out and "TF32 off" in out
+
+
+@pytest.mark.parametrize("fraction, repeats", [(0.0, 2), (1.5, 2), (0.5, 1)])
+def test_the_epoch_benchmark_refuses_a_fraction_outside_0_1_or_a_single_block(fraction, repeats):
+    with pytest.raises(ValueError, match="0 < fraction <= 1 and repeats >= 2"):
+        load_benchmark("epoch").measure(CPU, fraction=fraction, repeats=repeats)
