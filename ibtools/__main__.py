@@ -167,6 +167,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    # The probes time steps as `run` would take them, TF32 included (full scale on CUDA).
+    os.environ["IBTOOLS_TF32"] = "1" if tf32_allowed(args.scale, resolve_device(args.device), args.no_tf32) else "0"
     return plan.run_command(args, command_line(args))
 
 
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--all", action="store_true", help="plan every experiment and print the total")
     planner.add_argument("--scale", choices=SCALES, default="full", help="the preset to plan (default: full)")
     planner.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    planner.add_argument("--no-tf32", action="store_true",
+                         help="time float32 matrix products throughout, as `run --no-tf32` runs them")
     planner.add_argument("--jobs", type=jobs_or_best, default=1,
                          help="worker processes the sweep will use (default 1); on CUDA 'best' measures how many "
                               "share a GPU best and plans for them")

@@ -270,12 +270,22 @@ def test_worker_processes_inherit_the_tf32_setting(tmp_path, seen_as_a_gpu):
     assert table["tf32"].all()
 
 
-def test_no_tf32_is_a_flag_of_run_only():
+def test_no_tf32_is_a_flag_of_run_and_plan():
     parser = cli.build_parser()
-    assert parser.parse_args(["run", "isgd-quadratic"]).no_tf32 is False
-    assert parser.parse_args(["run", "isgd-quadratic", "--no-tf32"]).no_tf32 is True
+    for command in ("run", "plan"):
+        assert parser.parse_args([command, "isgd-quadratic"]).no_tf32 is False
+        assert parser.parse_args([command, "isgd-quadratic", "--no-tf32"]).no_tf32 is True
     with pytest.raises(SystemExit):
-        parser.parse_args(["plan", "ib-mnist", "--no-tf32"])
+        parser.parse_args(["bench", "ib_overhead", "--no-tf32"])
+
+
+@pytest.mark.parametrize("scale, flags, allowed", [("full", [], True), ("full", ["--no-tf32"], False),
+                                                   ("reduced", [], False)])
+def test_plan_times_steps_with_the_tf32_setting_run_would_use(monkeypatch, seen_as_a_gpu, scale, flags, allowed):
+    seen = []
+    monkeypatch.setattr(cli.plan, "run_command", lambda args, command: seen.append(os.environ["IBTOOLS_TF32"]) or 0)
+    assert cli.main(["plan", "ib-mnist", "--scale", scale, "--device", "cuda", *flags]) == 0
+    assert seen == ["1" if allowed else "0"]
 
 
 # --- data missing: one message, its fix, no traceback -----------------------------------------
