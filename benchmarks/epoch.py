@@ -5,8 +5,8 @@ most 0.5 s, an epoch of ResNet-56 on CIFAR-10 in at most 3 s, and an SIBP epoch 
 in at most 5 times SGD's. Each epoch runs through :func:`ibtools.train.train` itself: the
 training set held on the device, batches drawn (and augmented) there, the step made by
 :func:`ibtools.train.make_step` (replayed from a CUDA graph where the optimizer is graph-safe),
-the step losses read at the epoch's end, and there one evaluation of the training and test
-splits (the sweeps evaluate once an epoch). The data are random, of the papers' shapes (this
+on CUDA the step losses read only at the epoch's end, and there one evaluation of the training
+and test splits (the sweeps evaluate once an epoch). The data are random, of the papers' shapes (this
 benchmark downloads nothing); a step costs the same whatever the numbers, as long as they stay
 finite (the ``steps`` column shows that every step was taken). TF32 matrix products are allowed
 on CUDA, as ``python -m ibtools run --scale full`` allows them.
@@ -88,7 +88,7 @@ class Task:
     rows: int
     loss: str
     batch_size: int
-    methods: list
+    methods: list[Method]
     target: str
     augment: Callable | None = None
 
@@ -252,3 +252,4 @@ def main(device: torch.device) -> None:
     print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
     print("\nratio: against the task's first method (IB/EB, SIBP/SGD), the median of the blocks' ratios")
     print("target: issue 16's, on one H200-class GPU (epoch s, its evaluation included)")
+    print("captured: graph where train replays the steps from a CUDA graph, else eager")
