@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,6 @@ from ibtools import ib
 F64 = torch.float64
 F32 = torch.float32
 # The GPU cases run wherever a GPU is present.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 property_test = settings(deadline=None, max_examples=60, derandomize=True)
 

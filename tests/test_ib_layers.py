@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TensorData
+from conftest import DEVICES, TensorData
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -33,7 +33,6 @@ STEP_ACTIVATIONS = ["relu", "arctan", "hardtanh", "identity", "smoothstep", LEAK
 MAX_SLOPE = {"smoothstep": 1.5}  # sup |sigma'|, 1 for the others
 DTYPES = [F32, F64]
 # The GPU cases run wherever a GPU is present.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 property_test = settings(deadline=None, max_examples=40, derandomize=True)
 seeds = st.integers(0, 2**31 - 1)

@@ -11,6 +11,7 @@ import math
 import pytest
 import scipy.optimize
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,6 @@ from ibtools.train import BatchClosure, cross_entropy, least_squares, logistic
 
 F64 = torch.float64
 # The GPU cases run wherever a GPU is present.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # A decorator, not a loaded profile, so other test modules keep their own settings.
 property_test = settings(deadline=None, max_examples=60, derandomize=True)

@@ -11,6 +11,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -21,7 +22,6 @@ from ibtools.steps import EagerStep, GraphStep, graph_safe, host_syncs
 from ibtools.train import LOSSES, BatchClosure, make_step, train
 
 F64 = torch.float64
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 property_test = settings(deadline=None, max_examples=25, derandomize=True)
 
 seeds = st.integers(0, 2**31 - 1)
