@@ -153,7 +153,8 @@ def lab(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "IBTOOLS_BOOK", "IBTOOLS_DEVICE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "IBTOOLS_BOOK")}
+    env["IBTOOLS_DEVICE"] = "cpu"  # the chapters' reduced runs are defined on the CPU, as under nbval
     env.update(JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTER_DATA_DIR=str(home / "data"), IPYTHONDIR=str(home / "ipython"),
                IBTOOLS_CACHE=CACHE or str(home / "cache"))
