@@ -36,7 +36,7 @@ are medians over blocks and a ratio (IB/EB, SIBP/SGD) the median of the blocks' 
 
 ``fraction``: the share of each split trained and evaluated; the seconds are scaled to the
 whole split (multiplied by its size over the rows timed) and the output says so. 1.0 on CUDA;
-0.01 on the CPU, where a full ResNet-56 epoch takes about 18 minutes on one core. On CUDA a
+0.01 on the CPU, where a full ResNet-56 epoch took 12 to 18 minutes on one core. On CUDA a
 fraction must leave the first epoch at least four steps (a graph step's three eager warm-up
 steps and its capture), or the second epoch would time a capture.
 
