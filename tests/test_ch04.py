@@ -441,3 +441,19 @@ def test_the_chapter_states_its_departures_and_the_theorems_assumptions():
     assert "784-256-64-256-10" in text and "3072-4000-1000-4000-10" in text and "shared with other runs" in text
     assert "mnist-5k, 3 epochs, one seed" in text and r"3\cdot10^{-3}\}" in text
     assert "different quantities" in text
+
+
+def test_the_sweeps_timing_leaves_their_steps_capturable():
+    """The recorder times each update between its hooks, so on CUDA train replays SIBP's and
+    SGD's steps from a CUDA graph inside the timed interval (ibtools.steps.graph_safe)."""
+    import torch
+
+    from ibtools.models import MLP
+    from ibtools.sibp import SIBP
+    from ibtools.steps import graph_safe
+
+    model = MLP([4, 5, 3], ["relu", "identity"])
+    splits = (torch.rand(6, 4), torch.rand(6, 3), torch.randint(0, 3, (6,)), torch.rand(2, 4), torch.randint(0, 3, (2,)))
+    for optimizer in (SIBP(model, lr=1.0), torch.optim.SGD(model.parameters(), lr=0.1)):
+        recorder = ch04._Recorder(optimizer, model, torch.device("cpu"), {1}, splits, "mse", grad=False, accuracy=False)
+        assert graph_safe(recorder)
