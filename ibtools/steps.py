@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "capturing", "graph_safe", "cuda_graph", "GraphStep", "EagerStep",
+__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "capturing", "graph_safe", "torch_optimizer", "cuda_graph", "GraphStep", "EagerStep",
            "precision"]
 
 # Tensor methods and functions whose result the host must have before it can go on: on CUDA
@@ -142,7 +142,8 @@ def no_host_syncs():
 
 
 def graph_safe(optimizer) -> bool:
-    """Whether ``optimizer.step(closure)`` may be captured in a CUDA graph: torch's SGD, or an
+    """Whether ``optimizer.step(closure)`` may be captured in a CUDA graph: torch's SGD, one of
+    torch's optimizers made with ``capturable=True`` (:func:`torch_optimizer`), or an
     optimizer that says so with a true ``graph_safe`` attribute (no host synchronisation, no
     shapes or Python branches that depend on values; :class:`ibtools.sibp.SIBP` and
     :class:`ibtools.sibp.ProxBP`). A :class:`ibtools.train.WatchedOptimizer` is safe when the
@@ -152,9 +153,21 @@ def graph_safe(optimizer) -> bool:
 
     if isinstance(optimizer, WatchedOptimizer):
         return type(optimizer).update is WatchedOptimizer.update and graph_safe(optimizer.optimizer)
-    if type(optimizer) is torch.optim.SGD:
+    if type(optimizer) is torch.optim.SGD or (type(optimizer).__module__.startswith("torch.optim.")
+                                               and optimizer.defaults.get("capturable") is True):
         return not optimizer.defaults.get("differentiable", False)
     return bool(getattr(optimizer, "graph_safe", False))
+
+
+def torch_optimizer(cls: type, params, **settings) -> torch.optim.Optimizer:
+    """``cls(params, **settings)`` for one of torch's optimizers that count their steps (Adam,
+    AdaDelta, RMSprop, ...), made with ``capturable=True`` where the parameters are on CUDA: it
+    then keeps its step count on the device, the same arithmetic without a host round trip, so
+    that a CUDA graph can replay its step (:func:`graph_safe`). ``params`` as torch takes it:
+    tensors, or param-group dicts."""
+    params = list(params)
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return cls(params, capturable=any(t.is_cuda for t in tensors), **settings)
 
 
 def _hyperparameters(optimizer) -> tuple:

@@ -21,7 +21,7 @@ from torch import nn
 from ibtools.ib_layers import IBLinear, bind
 from ibtools.models import MLP, IBAutoencoder, IBMNISTClassifier, MusicRNN
 from ibtools.sibp import SIBP, ProxBP
-from ibtools.steps import EagerStep, GraphStep
+from ibtools.steps import EagerStep, GraphStep, torch_optimizer
 from ibtools.sweep import pool_devices
 from ibtools.train import BatchClosure, crop_and_flip, make_step, next_frame_nll, train
 
@@ -138,6 +138,19 @@ def test_a_replayed_step_computes_what_the_eager_step_computes(case):
     torch.testing.assert_close(graph_losses, eager_losses, rtol=1e-5, atol=1e-6)
     for a, b in zip(graph_params, eager_params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@cuda_only
+@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.Adadelta, torch.optim.RMSprop])
+def test_torchs_counting_optimizers_replay_on_cuda(cls):
+    model = MLP([784, 100, 10], ["relu", "identity"]).cuda()
+    optimizer = torch_optimizer(cls, model.parameters(), lr=1e-3)
+    step = make_step(optimizer, torch.device("cuda"), model=model)
+    closure = BatchClosure(model, F.cross_entropy, optimizer, torch.rand(64, 784, device="cuda"),
+                           torch.randint(0, 10, (64,), device="cuda"))
+    losses = torch.stack([step(closure) for _ in range(8)]).tolist()
+    assert isinstance(step, GraphStep) and step.replays == 5 and step.failed is None
+    assert losses[-1] < losses[0]
 
 
 @cuda_only

@@ -20,7 +20,7 @@ import ibtools.train as train_module
 from ibtools.ib_layers import bind
 from ibtools.models import MLP, CIFARResNet, IBAutoencoder, IBMNISTClassifier, MusicRNN
 from ibtools.steps import (EagerStep, GraphStep, HostSync, graph_safe, host_syncs, host_waits, no_host_syncs,
-                           precision)
+                           precision, torch_optimizer)
 from ibtools.train import BatchClosure, StepDecay, WatchedOptimizer, crop_and_flip, make_step, next_frame_nll, train
 
 # --- the detector ---------------------------------------------------------------------------------
@@ -105,8 +105,19 @@ def test_graph_safe_says_no_to_what_cannot_be_replayed():
         def update(self, closure):  # an overridden update may do anything on the host
             return super().update(closure)
 
+    for cls in (torch.optim.Adam, torch.optim.Adadelta, torch.optim.RMSprop):
+        assert graph_safe(cls(model.parameters(), lr=0.1, capturable=True))  # step counts on the device
+        assert not graph_safe(cls(model.parameters(), lr=0.1))
     assert graph_safe(WatchedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1)))
     assert not graph_safe(Timed(torch.optim.SGD(model.parameters(), lr=0.1)))
+
+
+def test_torch_optimizer_makes_torchs_optimizers_capturable_on_cuda_only():
+    model = MLP([3, 4, 1], ["relu", "identity"])
+    adam = torch_optimizer(torch.optim.Adam, model.parameters(), lr=0.1, betas=(0.8, 0.9))
+    assert adam.defaults["capturable"] is False and adam.defaults["betas"] == (0.8, 0.9)
+    groups = torch_optimizer(torch.optim.RMSprop, [{"params": list(model.parameters())}], lr=0.1)
+    assert groups.defaults["capturable"] is False and len(groups.param_groups[0]["params"]) == 4
 
 
 def test_make_step_refuses_capture_where_it_cannot_be():

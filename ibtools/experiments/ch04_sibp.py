@@ -92,6 +92,7 @@ from torch import nn
 
 from .. import data, models
 from ..sibp import L1_ITERS, BCD, SIBP, ProxBP
+from ..steps import torch_optimizer
 from ..train import LOSSES, WatchedOptimizer, check_lr, train
 from . import Experiment, register
 from .ch01_isgd import check_choice
@@ -468,7 +469,7 @@ def _optimizer(config: SIBPRunConfig, model: nn.Module):
     if config.method == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr)
     if config.method == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
+        return torch_optimizer(torch.optim.Adam, model.parameters(), lr=config.lr)
     if config.method == "sibp":
         return SIBP(model, config.lr, lam=config.lam, cg_iters=config.cg_iters, l1=config.l1,
                     l1_iters=config.l1_iters)

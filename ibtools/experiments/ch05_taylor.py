@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..steps import torch_optimizer
 from ..taylor import TaylorRegret, sqrt_checkpoints
 from ..train import WatchedOptimizer, check_lr, train
 from . import Experiment, register
@@ -161,9 +162,9 @@ class _Recording(WatchedOptimizer):
 
 def make_optimizer(name: str, lr: float, params):
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch_optimizer(torch.optim.Adam, params, lr=lr)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch_optimizer(torch.optim.RMSprop, params, lr=lr)
     return torch.optim.SGD(params, lr=lr)
 
 

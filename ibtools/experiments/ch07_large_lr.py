@@ -35,6 +35,7 @@ import torch
 from .. import claims as claims_
 from .. import data, igd
 from ..models import CIFARResNet
+from ..steps import torch_optimizer
 from ..train import StepDecay, check_lr, crop_and_flip, train
 from . import Experiment, register
 from .ch01_isgd import check_choice
@@ -299,8 +300,8 @@ def make_optimizer(config: SGDLConfig, params):
     if config.method == "sgdm":
         return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     if config.method == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
-    return torch.optim.Adadelta(params, lr=config.lr, rho=0.9)
+        return torch_optimizer(torch.optim.Adam, params, lr=config.lr, betas=(0.9, 0.999))
+    return torch_optimizer(torch.optim.Adadelta, params, lr=config.lr, rho=0.9)
 
 
 def decay_steps(method: str, epochs: int, steps_per_epoch: int) -> list[int]:
