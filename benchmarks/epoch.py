@@ -1,6 +1,6 @@
 """Seconds for one epoch of the training loop, as the full-scale sweeps run it.
 
-Issue 16's targets, on one H200-class GPU: an epoch of the MNIST classifier (EB or IB) in at
+The targets, on one H200-class GPU: an epoch of the MNIST classifier (EB or IB) in at
 most 0.5 s, an epoch of ResNet-56 on CIFAR-10 in at most 3 s, and an SIBP epoch of 784-500-10
 in at most 5 times SGD's. Each epoch runs through :func:`ibtools.train.train` itself: the
 training set held on the device, batches drawn (and augmented) there, the step made by
@@ -81,7 +81,7 @@ class Method:
 class Task:
     """What one epoch trains: ``rows`` training rows of ``shape`` (and :data:`TEST_ROWS` test
     rows), ten classes, by each of ``methods`` (the first the baseline of the ratios), with
-    ``train``'s ``loss``, ``batch_size`` and ``augment``; ``target``: issue 16's for the task."""
+    ``train``'s ``loss``, ``batch_size`` and ``augment``; ``target``: the speed the book aims at for the task on one H200-class GPU."""
 
     name: str
     shape: tuple
@@ -251,5 +251,5 @@ def main(device: torch.device) -> None:
     formats = {"epoch s": "{:.3f}", "evaluation s": "{:.3f}", "ratio": "{:.2f}", "scale": "{:.4g}"}
     print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
     print("\nratio: against the task's first method (IB/EB, SIBP/SGD), the median of the blocks' ratios")
-    print("target: issue 16's, on one H200-class GPU (epoch s, its evaluation included)")
+    print("target: the speed aimed at on one H200-class GPU (epoch s, its evaluation included)")
     print("captured: graph where train replays the steps from a CUDA graph, else eager")

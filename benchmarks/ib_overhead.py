@@ -12,8 +12,8 @@ one runs eagerly; the RNN row times the captured step of one length. TF32 matrix
 are allowed on CUDA, as the full-scale sweeps allow them. EB and IB run in one
 process on the same data, in alternating blocks of steps; the times are medians over blocks,
 the ratio the median of the ratios of neighbouring blocks (robust to the machine's speed
-drifting). "alpha alone" is what :func:`ibtools.ib.solve_alpha` takes on
-the step's shapes timed by itself (warm caches, so within a step it takes somewhat more):
+drifting). "alpha alone" is what :func:`ibtools.ib_layers.solve` (eq. (8) as the layers
+solve it: fused by torch.compile on CUDA) takes on the step's shapes timed by itself (warm caches, so within a step it takes somewhat more):
 the part of IB's extra time that is eq. (8) rather than the layers around it.
 
 Beside the measured ratio: the paper's flop bound (2n + c_sigma m) / (3nm) per IB layer
@@ -41,8 +41,7 @@ from torch import nn
 
 from ibtools.bench import full_scale_precision, graph_captured, median_ratio, timed_blocks, warmup_calls
 from ibtools.experiments.ch02_ib import FLOPS_PER_ALPHA  # c_sigma of section 4.5
-from ibtools.ib import solve_alpha
-from ibtools.ib_layers import bind
+from ibtools.ib_layers import bind, solve
 from ibtools.models import AUTOENCODER_SIZES, IBAutoencoder, IBMNISTClassifier, MusicRNN
 from ibtools.train import BatchClosure, make_step, next_frame_nll, resolve_device
 
@@ -115,7 +114,7 @@ def training_step(model: nn.Module, arch: Architecture, device: torch.device, ca
 
 
 def alpha_time(arch: Architecture, device: torch.device) -> float:
-    """Seconds that solve_alpha takes for all the IB layers of one step (the values do not
+    """Seconds that the layers' solve of eq. (8) (ibtools.ib_layers.solve) takes for all the IB layers of one step (the values do not
     change the cost: every branch of (8) is computed for every element)."""
     gen = torch.Generator().manual_seed(1)
     calls = []
@@ -126,14 +125,14 @@ def alpha_time(arch: Architecture, device: torch.device) -> float:
 
     def solve_all():
         for activation, b, c, z_sq in calls:
-            solve_alpha(activation, b, c, z_sq, LR)
+            solve(activation, b, c, z_sq, LR)
     return statistics.median(timed_blocks({"alpha": solve_all}, device, blocks=15, number=5)["alpha"])
 
 
 def measure(device: torch.device | None = None, quick: bool = False, capture: bool | None = None) -> pd.DataFrame:
     """One row per architecture: EB and IB milliseconds per training step, their ratio (the
     median of block-by-block ratios), which of them replayed CUDA graphs ("captured": "EB, IB",
-    or "none", always so on the CPU), solve_alpha's time alone, the section 4.5 flop bounds and
+    or "none", always so on the CPU), the layers' solve of eq. (8) timed alone, the section 4.5 flop bounds and
     the paper's figures. ``quick`` takes fewer blocks (for a chapter; noisier). ``capture`` is
     :func:`ibtools.train.make_step`'s: None as the sweeps run (graphs on CUDA), False eager.
     ``table.attrs["tf32"]``: whether TF32 was allowed (:func:`ibtools.bench.full_scale_precision`)."""
@@ -179,7 +178,7 @@ def main(device: torch.device) -> None:
     formats = {"EB ms": "{:.2f}", "IB ms": "{:.2f}", "IB/EB": "{:.3f}", "alpha alone ms": "{:.2f}",
                "bound, IB layers": "{:.2%}", "bound, whole step": "{:.2%}", "unrolled EB ms": "{:.2f}"}
     print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
-    print("\ntarget on one H200-class GPU (issue 16): IB/EB <= 1.10 on every architecture")
+    print("\ntarget on one H200-class GPU: IB/EB <= 1.10 on every architecture")
     print("unrolled EB: the RNN trained by autograd through an unrolled loop (no fused BPTT)")
     print("bounds: (2n + c m) / (3 n m) with c_relu = 10, c_arctan = 100 flops (section 4.5), as total "
           "extra flops over total EB flops, of the IB layers' uses and of the whole step")

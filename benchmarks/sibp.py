@@ -98,7 +98,7 @@ def main(device: torch.device) -> None:
                if column not in ("network", "batch", "captured")}
     print(table.to_string(index=False, formatters={k: f.format for k, f in formats.items()}))
     print("\ncaptured: the methods whose steps were replayed from CUDA graphs (none: eager)")
-    print("target on one H200-class GPU (issue 16, an epoch of 784-500-10 through the training loop: "
+    print("target on one H200-class GPU (an epoch of 784-500-10 through the training loop: "
           "python -m ibtools bench epoch): SIBP <= 5x SGD")
     print("SIBP: 5 nonlinear CG iterations for each of W_i and b_i per layer (4.1); "
           "ProxBP: 5 linear CG iterations per layer (section 3.2)")

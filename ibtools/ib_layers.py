@@ -31,11 +31,14 @@ layer sees the ordinary gradient of the loss at theta_t.
 
 The learning rate and mu reach the layers through :func:`bind`, called once after the
 optimizer is made: every IB layer then reads ``lr`` and ``weight_decay`` from its param group
-at each backward. :func:`set_mode` switches a whole model between IB and EB.
+at each backward. :func:`set_mode` switches a whole model between IB and EB. On CUDA the
+layers solve (8) fused by ``torch.compile`` (:func:`set_fuse`, :func:`solve`).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 import weakref
 
 import torch
@@ -44,7 +47,7 @@ from torch import nn
 
 from ibtools.ib import activation_derivative, activation_fn, explicit_alpha, solve_alpha
 
-__all__ = ["MODES", "MINIBATCH", "IBLinear", "IBElmanRNN", "bind", "set_mode", "set_minibatch"]
+__all__ = ["MODES", "MINIBATCH", "FUSE", "IBLinear", "IBElmanRNN", "bind", "set_mode", "set_minibatch", "set_fuse", "solve"]
 
 MODES = ("implicit", "explicit")
 # How a mini-batch of B examples combines their implicit steps (the paper is silent; chapter 2
@@ -121,6 +124,58 @@ def _bias_gradient(alpha, bias, decay):
     """sum_i alpha_i - decay bias (the bias's input is 1)."""
     grad = alpha.sum(0)
     return grad.sub_(bias, alpha=decay) if decay else grad
+
+
+# --- the implicit step's element-wise work, fused into few kernels ----------------------------
+#
+# solve_alpha is some twenty element-wise passes over the (B, m) elements (Cardano's formula
+# for the arctan). On a CPU each pass costs its arithmetic; on a GPU each is a kernel whose
+# launch and memory round trip cost more than its arithmetic at these sizes, and together they
+# are most of what IB adds to EB's step. torch.compile fuses them into one or two kernels.
+
+# "auto" (the default, or $IBTOOLS_FUSE): fused on CUDA, eager elsewhere; "on": fused on
+# every device (torch.compile needs a C++ compiler on the CPU, Triton on a GPU); "off": eager.
+FUSE = ("auto", "on", "off")
+_fuse = {"mode": None, "solver": None, "failed": None}
+
+
+def set_fuse(mode: str) -> None:
+    """How the IB layers solve eq. (8) in their backward: "auto" (fused by ``torch.compile`` on
+    CUDA, eager :func:`ibtools.ib.solve_alpha` elsewhere), "on" (fused everywhere) or "off"
+    (eager everywhere, the reference). The fused solver is the same arithmetic, rounded
+    differently (float32: within a few ulp). If compiling fails, the layers warn once and
+    stay eager. The default is ``$IBTOOLS_FUSE``, else "auto". Raises ValueError for another
+    mode."""
+    if mode not in FUSE:
+        raise ValueError(f"unknown fuse mode {mode!r}; use 'auto' (fused on CUDA), 'on' or 'off'")
+    _fuse["mode"], _fuse["failed"] = mode, None
+
+
+def _fuse_mode() -> str:
+    if _fuse["mode"] is None:
+        set_fuse(os.environ.get("IBTOOLS_FUSE", "auto"))
+    return _fuse["mode"]
+
+
+def solve(activation, b, c, z_sq, lr, mu=0.0) -> torch.Tensor:
+    """alpha of eq. (8) as the IB layers solve it: :func:`ibtools.ib.solve_alpha` (same
+    arguments, shapes and result), fused by ``torch.compile`` where :func:`set_fuse` says so."""
+    mode = _fuse_mode()
+    if _fuse["failed"] is None and (mode == "on" or (mode == "auto" and b.is_cuda)):
+        if _fuse["solver"] is None:
+            # dynamic=None: a shape that changes (an RNN's sequence lengths) is made symbolic at
+            # its second value rather than compiled anew for every length.
+            _fuse["solver"] = torch.compile(solve_alpha, fullgraph=True)
+        try:
+            # One compiled entry per activation, dtype and learning rate a process meets (the
+            # tests meet dozens): more than torch's default limit of 8 before it gives up.
+            with torch._dynamo.config.patch(recompile_limit=64):
+                return _fuse["solver"](activation, b, c, z_sq, lr, mu)
+        except Exception as err:  # noqa: BLE001 - any failure of the compiler: eager, said once
+            _fuse["failed"] = f"{type(err).__name__}: {err}"
+            warnings.warn(f"could not fuse the IB layers' solve of eq. (8) with torch.compile "
+                          f"({_fuse['failed'][:300]}); solving it eagerly", RuntimeWarning, stacklevel=2)
+    return solve_alpha(activation, b, c, z_sq, lr, mu)
 
 
 # --- binding layers to the optimizer's learning rate ---------------------------------------
@@ -256,7 +311,7 @@ class _IBLinearFunction(torch.autograd.Function):
                 grad_x = alpha @ weight
         if lr > 0:  # else IB's limit as lr -> 0, EB
             z_sq = _batch_z_sq(x, _z_scale(ctx.minibatch, x.shape[0]))
-            alpha = solve_alpha(activation, grad_out, c, z_sq, lr, mu)
+            alpha = solve(activation, grad_out, c, z_sq, lr, mu)
         decay = _decay_correction(lr, mu)
         return (grad_x, _weight_gradient(alpha, x, weight, decay),
                 _bias_gradient(alpha, bias, decay), None, None, None)
@@ -366,7 +421,7 @@ class _ElmanFunction(torch.autograd.Function):
             scale = _z_scale(ctx.minibatch, batch)
             z_sq = _batch_z_sq(x, scale)
             z_sq[1:] += _squared_norm(hidden[:-1]).mul_(scale)
-            alpha = solve_alpha(ctx.activation, b, c, z_sq, lr, mu)
+            alpha = solve(ctx.activation, b, c, z_sq, lr, mu)
             decay = _decay_correction(lr, mu)
         else:
             alpha = delta

@@ -96,9 +96,10 @@ class _SyncRecorder:
 def host_waits(tensor: torch.Tensor) -> bool:
     """Whether reading a value of ``tensor`` on the host costs a wait for its device: on CUDA,
     and on any device inside :func:`host_syncs` / :func:`no_host_syncs`, so that those checks
-    see on a CPU the code path a GPU takes. Code that can skip work by asking a cheap question
+    see on a CPU the code path a GPU takes (and while ``torch.compile`` traces, which cannot
+    follow a branch on a value). Code that can skip work by asking a cheap question
     of the data (``if mask.any():``) asks only when this is False."""
-    return tensor.is_cuda or _ACTIVE > 0
+    return tensor.is_cuda or _ACTIVE > 0 or torch.compiler.is_compiling()
 
 
 def capturing(tensor: torch.Tensor) -> bool:
@@ -216,8 +217,8 @@ class GraphStep:
     call of the same batch shape captures the step with fixed input buffers, and every later one
     copies its batch into them and replays: the same kernels, the same arithmetic, one launch.
     A batch of another shape (an epoch's last, smaller one) runs eagerly. When a param group's
-    settings change (a learning-rate schedule), the step is captured again, since a captured
-    step holds them as constants. Randomness (dropout) draws fresh numbers at every replay, from
+    settings change (a learning-rate schedule), the step runs eagerly once at the new settings
+    and is then captured again, since a captured step holds them as constants. Randomness (dropout) draws fresh numbers at every replay, from
     torch's CUDA generator. Returns the batch loss as a 0-d device tensor, without waiting.
 
     ``optimizer`` must be :func:`graph_safe`: a step that makes the host wait cannot be
@@ -235,6 +236,7 @@ class GraphStep:
         self._stream = None
         self._key = None  # (input shape and dtype, target shape, hyperparameters) of the captured step
         self._captured = None  # (static closure, replay, loss) of the captured step
+        self._eager_key = None  # the key of the last step run eagerly to prepare a capture
         self.calls = self.captures = self.replays = 0
         self.failed: str | None = None
 
@@ -245,12 +247,16 @@ class GraphStep:
         self.calls += 1
         if self.failed is not None or not isinstance(closure.inputs, torch.Tensor):
             return self._eager(closure)
-        if self.calls <= self.warmup:
-            return self._side_stream(closure)
         key = (closure.inputs.shape, closure.inputs.dtype, _shape(closure.targets), _hyperparameters(self.optimizer))
         if self._captured is not None and key[:3] != self._key[:3]:
             return self._eager(closure)  # another shape: the captured step stays for the usual one
         if self._captured is None or key != self._key:
+            # Capture only a step that has just run eagerly as it is: after the warm-up, and
+            # once more after each change of settings (which may make torch.compile compile
+            # anew, something no capture can hold).
+            if self.calls <= self.warmup or key != self._eager_key:
+                self._eager_key = key
+                return self._side_stream(closure)
             self._capture_step(closure, key)
             if self.failed is not None:
                 return self._eager(closure)

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from conftest import make_classification
 from torch import nn
 
-from ibtools.ib_layers import IBLinear, bind
+from ibtools import ib_layers
+from ibtools.ib import ACTIVATIONS, solve_alpha
+from ibtools.ib_layers import IBLinear, bind, set_fuse
 from ibtools.models import MLP, IBAutoencoder, IBMNISTClassifier, MusicRNN
 from ibtools.sibp import SIBP, ProxBP
 from ibtools.steps import EagerStep, GraphStep, torch_optimizer
@@ -175,3 +177,18 @@ def test_tf32_is_on_only_inside_a_run_that_asks_for_it():
 @cuda_only
 def test_sweeps_spread_their_workers_over_every_gpu():
     assert pool_devices("cuda") == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_the_solve_fused_on_cuda_is_the_eager_one(activation, dtype):
+    """On CUDA the layers fuse eq. (8) by default (Triton through torch.compile)."""
+    set_fuse("auto")
+    g = torch.Generator().manual_seed(0)
+    b, c = (3 * torch.randn(100, 50, generator=g, dtype=dtype).cuda() for _ in range(2))
+    z_sq = (300 * torch.rand(100, 1, generator=g, dtype=dtype)).cuda()
+    alpha = ib_layers.solve(activation, b, c, z_sq, 0.5, 0.0)
+    assert ib_layers._fuse["failed"] is None
+    tolerance = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(alpha, solve_alpha(activation, b, c, z_sq, 0.5, 0.0), **tolerance)

@@ -187,9 +187,9 @@ def test_a_graph_step_gives_the_eager_steps_numbers_and_recaptures_when_lr_chang
                                              schedule={7})
     assert torch.equal(graph_losses, eager_losses)
     assert all(torch.equal(a, b) for a, b in zip(graph_params, eager_params))
-    # 15 steps: 3 warm-up, then the 20-row steps replayed (captured at step 4, again at the
-    # change of lr at step 8), the 16-row ones (steps 5, 10 and 15) eager
-    assert (graph.calls, graph.captures, graph.replays) == (15, 2, 15 - 3 - 3)
+    # 15 steps: 3 warm-up, then the 20-row steps replayed (captured at step 4; after the change
+    # of lr, step 8 eager and captured again at step 9), the 16-row ones (steps 5, 10 and 15) eager
+    assert (graph.calls, graph.captures, graph.replays) == (15, 2, 15 - 3 - 3 - 1)
     assert log == ["capture", "capture"]
 
 
