@@ -116,7 +116,7 @@ def test_carried_wheels_tests_and_plans_on_the_cpu(tmp_path):
     probe_wheel(wheels)
     (tmp_path / "test_probe.py").write_text(PROBE_TESTS)
     done = gpu_check(tmp_path, out, WHEELS=str(wheels), GPU_CHECK_STAGES="tests plan", EXPECTED_TORCH=torch.__version__,
-                     PYTEST_ARGS=f"{tmp_path / 'test_probe.py'} tests/test_cli.py::test_no_tf32_is_a_flag_of_run_only",
+                     PYTEST_ARGS=f"{tmp_path / 'test_probe.py'} tests/test_cli.py::test_no_tf32_is_a_flag_of_run_and_plan",
                      PLAN_EXPERIMENTS="ib-mnist", PLAN_ARGS="--steps 2 --limit 2")
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "plan.txt", "pytest.log", "setup.txt"]
@@ -127,7 +127,7 @@ def test_carried_wheels_tests_and_plans_on_the_cpu(tmp_path):
     assert "versions other than requirements.txt's:" in setup
 
     names = ["test_a_carried_wheel_is_importable", "test_its_scripts_are_beside_the_python_running_the_tests",
-             "test_python3s_own_packages_are_there_too", "test_no_tf32_is_a_flag_of_run_only"]
+             "test_python3s_own_packages_are_there_too", "test_no_tf32_is_a_flag_of_run_and_plan"]
     assert outcomes(out / "junit.xml") == dict.fromkeys(names, "passed")
     log = (out / "pytest.log").read_text()
     for name in names:
