@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from typing import Callable
 
 import torch
@@ -193,18 +192,22 @@ class EagerStep:
 
 
 def _as_tensor(loss, closure) -> torch.Tensor:
+    """The step's loss as a 0-d tensor on the batch's device (filled there: a number copied from
+    the host would wait for the device)."""
     if isinstance(loss, torch.Tensor):
         return loss.detach()
     device = closure.inputs.device if isinstance(closure.inputs, torch.Tensor) else None
-    return torch.tensor(float("nan") if loss is None else float(loss), device=device)
+    return torch.full((), float("nan") if loss is None else float(loss), device=device)
 
 
-def cuda_graph(step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
-    """Capture ``step()`` in a CUDA graph (``torch.cuda.graph``): returns ``(replay, output)``,
-    ``replay()`` running every captured kernel again and leaving the result in ``output``.
-    Capturing records the kernels without running them."""
+def cuda_graph(step: Callable[[], torch.Tensor], stream=None) -> tuple[Callable[[], None], torch.Tensor]:
+    """Capture ``step()`` in a CUDA graph (``torch.cuda.graph``) on ``stream`` (a stream of the
+    device the step runs on; None: torch's shared capture stream, made on the device current
+    at its first use): returns ``(replay, output)``, ``replay()`` running every captured kernel
+    again and leaving the result in ``output``. Capturing records the kernels without running
+    them."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=stream):
         output = step()
     return graph.replay, output
 
@@ -222,17 +225,26 @@ class GraphStep:
     torch's CUDA generator. Returns the batch loss as a 0-d device tensor, without waiting.
 
     ``optimizer`` must be :func:`graph_safe`: a step that makes the host wait cannot be
-    captured. If capture fails all the same, the step falls back to eager with a warning.
+    captured. If capture fails all the same, the call raises RuntimeError naming the fix
+    (``train(capture=False)``, or ``IBTOOLS_CAPTURE=0`` for a sweep): going on eagerly after a
+    failed capture is not safe in every torch release.
 
-    ``capture(step) -> (replay, output)`` captures (:func:`cuda_graph` by default); the tests
-    pass one that replays by calling ``step`` to check the bookkeeping on a machine without CUDA.
+    What a captured step holds fixed besides its settings: the model's modes (IB or EB, the
+    mini-batch convention, :func:`ibtools.ib_layers.set_fuse`) and hooks; change them between
+    runs, not within one. Randomness comes from torch's default CUDA generator, which graphs
+    advance at every replay (dropout draws fresh masks); another generator would need
+    registering with the graph.
+
+    ``capture(step) -> (replay, output)`` captures (:func:`cuda_graph` on the warm-up stream,
+    on the inputs' device, by default); the tests pass one that replays by calling ``step`` to
+    check the bookkeeping on a machine without CUDA.
     """
 
     captured = True
 
     def __init__(self, optimizer, warmup: int = 3, *, capture: Callable | None = None):
         self.optimizer, self.warmup = optimizer, warmup
-        self._capture = capture or cuda_graph
+        self._capture = capture
         self._stream = None
         self._key = None  # (input shape and dtype, target shape, hyperparameters) of the captured step
         self._captured = None  # (static closure, replay, loss) of the captured step
@@ -245,7 +257,7 @@ class GraphStep:
 
     def __call__(self, closure) -> torch.Tensor:
         self.calls += 1
-        if self.failed is not None or not isinstance(closure.inputs, torch.Tensor):
+        if not isinstance(closure.inputs, torch.Tensor):
             return self._eager(closure)
         key = (closure.inputs.shape, closure.inputs.dtype, _shape(closure.targets), _hyperparameters(self.optimizer))
         if self._captured is not None and key[:3] != self._key[:3]:
@@ -258,8 +270,6 @@ class GraphStep:
                 self._eager_key = key
                 return self._side_stream(closure)
             self._capture_step(closure, key)
-            if self.failed is not None:
-                return self._eager(closure)
         static, replay, loss = self._captured
         static.inputs.copy_(closure.inputs)
         if isinstance(static.targets, torch.Tensor):
@@ -285,13 +295,14 @@ class GraphStep:
         static.inputs = closure.inputs.clone()
         if isinstance(closure.targets, torch.Tensor):
             static.targets = closure.targets.clone()
+        capture = self._capture or (lambda step: cuda_graph(step, stream=self._stream))
         try:
-            replay, loss = self._capture(lambda: _as_tensor(self.optimizer.step(static), static))
-        except Exception as err:  # noqa: BLE001 - any failure to capture means: run eagerly
+            replay, loss = capture(lambda: _as_tensor(self.optimizer.step(static), static))
+        except Exception as err:
             self.failed = f"{type(err).__name__}: {err}"
-            warnings.warn(f"could not capture {type(self.optimizer).__name__}'s step in a CUDA graph "
-                          f"({self.failed}); running it eagerly", RuntimeWarning, stacklevel=4)
-            return
+            raise RuntimeError(
+                f"could not capture {type(self.optimizer).__name__}'s step in a CUDA graph ({self.failed}); "
+                "run it eagerly with train(capture=False), or IBTOOLS_CAPTURE=0 for a sweep") from err
         self._key, self._captured = key, (static, replay, loss)
         self.captures += 1
 
@@ -302,15 +313,27 @@ def _shape(targets):
 
 @contextlib.contextmanager
 def precision(device: torch.device, tf32: bool):
-    """Allow TF32 matrix products and convolutions on ``device`` (CUDA) inside the block when
-    ``tf32``, restoring torch's settings after; yields what the block ran with, for provenance:
-    ``{"tf32": bool}`` (always False on the CPU, which has no TF32)."""
+    """TF32 on ``device`` (CUDA) inside the block when ``tf32``, float32 throughout when not,
+    torch's settings restored after; yields what the block ran with, for provenance:
+    ``{"tf32": bool}`` (always False on the CPU, which has no TF32). TF32 keeps float32's
+    range with 10 bits of mantissa in the inputs of matrix products and convolutions; torch's
+    own default allows it in convolutions and not in matrix products, so ``tf32=False`` turns
+    it off in both."""
     if device.type != "cuda":
         yield {"tf32": False}
         return
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        settings = [(matmul, "fp32_precision"), (conv, "fp32_precision")]  # torch >= 2.9
+        value = "tf32" if tf32 else "ieee"
+    else:
+        settings = [(matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+        value = bool(tf32)
+    before = [getattr(owner, name) for owner, name in settings]
+    for owner, name in settings:
+        setattr(owner, name, value)
     try:
         yield {"tf32": bool(tf32)}
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        for (owner, name), old in zip(settings, before):
+            setattr(owner, name, old)

@@ -228,6 +228,11 @@ def _init_worker(devices: list[str], counter) -> None:
     os.environ["IBTOOLS_DEVICE"] = devices[index % len(devices)]
     import torch
 
+    device = torch.device(devices[index % len(devices)])
+    if device.type == "cuda" and device.index is not None and torch.cuda.is_available():
+        # Its GPU current too, for whatever in torch looks at the current device rather than at
+        # the tensors (CUDA graphs' shared capture stream is made on it).
+        torch.cuda.set_device(device)
     torch.set_num_threads(RUN_THREADS)  # for what a worker does besides runs (a planner's probes)
 
 

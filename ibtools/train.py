@@ -208,14 +208,16 @@ def make_step(optimizer, device: torch.device, capture: bool | None = None,
     """How :func:`train` takes a step: ``step(closure)`` -> the batch loss, a 0-d tensor on
     ``device`` that nobody has waited for. ``capture`` True (or None on CUDA with a
     :func:`ibtools.steps.graph_safe` optimizer and a ``model`` without Python hooks, which
-    a replay would not call) replays the step from a CUDA graph
+    a replay would not call, unless ``$IBTOOLS_CAPTURE`` is ``0``) replays the step from a
+    CUDA graph
     (:class:`ibtools.steps.GraphStep`); a :class:`WatchedOptimizer`'s hooks then run on the
     host around the replayed update of the optimizer it watches.
 
     Raises ValueError for ``capture=True`` on the CPU, or with an optimizer that is not
     graph-safe."""
     if capture is None:
-        capture = device.type == "cuda" and graph_safe(optimizer) and not _has_hooks(model)
+        capture = (device.type == "cuda" and os.environ.get("IBTOOLS_CAPTURE", "1") != "0"
+                   and graph_safe(optimizer) and not _has_hooks(model))
     if not capture:
         return EagerStep(optimizer)
     if device.type != "cuda":
@@ -364,7 +366,8 @@ def train(
     reads besides (None: every step on the CPU, where a read costs nothing, and one epoch on
     CUDA). ``capture`` replays each step from a CUDA graph
     (:class:`ibtools.steps.GraphStep`); None (the default) captures on CUDA when the optimizer
-    is :func:`ibtools.steps.graph_safe`, never on the CPU, where graphs do not exist.
+    is :func:`ibtools.steps.graph_safe` (and ``$IBTOOLS_CAPTURE`` is not ``0``), never on the
+    CPU, where graphs do not exist.
     ``tf32`` allows TF32 matrix products on CUDA (about 10 bits of mantissa in their
     products, float32's range); None reads ``$IBTOOLS_TF32`` (``1``: allowed), which
     ``python -m ibtools run --scale full`` sets on CUDA and records in the provenance.
@@ -379,77 +382,80 @@ def train(
     if read_every is not None and (isinstance(read_every, bool) or not isinstance(read_every, int) or read_every < 1):
         raise ValueError(f"read_every must be an integer >= 1 (steps between reads of the losses), got {read_every!r}")
     dev = resolve_device(device)
-    generator = seed_everything(seed)
-    # Augmentation draws where the images are (on CUDA a generator there, so no copy waits; on
-    # the CPU the data-order generator, as before).
-    augment_generator = generator if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
-    model = model.to(dev)
-    optimizer = make_optimizer(model)
-    loss_fn = LOSSES[loss]
-    x_train, y_train, x_test, y_test = _splits(data, dev)
-    if y_train is None and batch_size != 1:
-        raise ValueError(f"sequences of different lengths train one at a time: use batch_size=1, got {batch_size}")
-    n = len(x_train)
-    steps_per_epoch = math.ceil(n / batch_size)
-    evaluate_after = {math.ceil(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
-    result = RunResult()
-    probe = PROBE.get()
-    evaluated = [(x_train, y_train), (x_test, y_test)]
+    tf32 = tf32 if tf32 is not None else os.environ.get("IBTOOLS_TF32") == "1"
+    # The device current (so that CUDA graphs are captured on this run's GPU, not cuda:0) and
+    # its precision, from the first evaluation to the last.
+    with (torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()), precision(dev, tf32):
+        generator = seed_everything(seed)
+        # Augmentation draws where the images are (on CUDA a generator there, so no copy waits; on
+        # the CPU the data-order generator, as before).
+        augment_generator = generator if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
+        model = model.to(dev)
+        optimizer = make_optimizer(model)
+        loss_fn = LOSSES[loss]
+        x_train, y_train, x_test, y_test = _splits(data, dev)
+        if y_train is None and batch_size != 1:
+            raise ValueError(f"sequences of different lengths train one at a time: use batch_size=1, got {batch_size}")
+        n = len(x_train)
+        steps_per_epoch = math.ceil(n / batch_size)
+        evaluate_after = {math.ceil(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
+        result = RunResult()
+        probe = PROBE.get()
+        evaluated = [(x_train, y_train), (x_test, y_test)]
 
-    def evaluate_splits(splits) -> list[tuple[float, float]]:
-        if eval_batch_means:
-            return [evaluate(model, x, y, loss, batch_size, batch_means=True) for x, y in splits]
-        return [evaluate(model, x, y, loss) for x, y in splits]
+        def evaluate_splits(splits) -> list[tuple[float, float]]:
+            if eval_batch_means:
+                return [evaluate(model, x, y, loss, batch_size, batch_means=True) for x, y in splits]
+            return [evaluate(model, x, y, loss) for x, y in splits]
 
-    if probe is not None:
-        evaluated = probe.begin(dev, steps_per_epoch, epochs, evals_per_epoch, evaluated, evaluate_splits)
+        if probe is not None:
+            evaluated = probe.begin(dev, steps_per_epoch, epochs, evals_per_epoch, evaluated, evaluate_splits)
 
-    def record_evaluation(epoch: float) -> float:
-        with probe.evaluation() if probe is not None else contextlib.nullcontext():
-            (train_loss, train_acc), (test_loss, test_acc) = evaluate_splits(evaluated)
-        result.rows.append(dict(kind="epoch", epoch=epoch, step=result.steps, loss=train_loss,
-                                train_loss=train_loss, test_loss=test_loss,
-                                train_acc=train_acc, test_acc=test_acc))
-        return train_loss
+        def record_evaluation(epoch: float) -> float:
+            with probe.evaluation() if probe is not None else contextlib.nullcontext():
+                (train_loss, train_acc), (test_loss, test_acc) = evaluate_splits(evaluated)
+            result.rows.append(dict(kind="epoch", epoch=epoch, step=result.steps, loss=train_loss,
+                                    train_loss=train_loss, test_loss=test_loss,
+                                    train_acc=train_acc, test_acc=test_acc))
+            return train_loss
 
-    start_loss = record_evaluation(0.0)
-    if not math.isfinite(start_loss):
-        raise ValueError("the model's loss is not finite before training: check the data and initialisation")
-    result.last_finite_loss = start_loss
-    threshold = diverge_factor * max(start_loss, 1e-12)
+        start_loss = record_evaluation(0.0)
+        if not math.isfinite(start_loss):
+            raise ValueError("the model's loss is not finite before training: check the data and initialisation")
+        result.last_finite_loss = start_loss
+        threshold = diverge_factor * max(start_loss, 1e-12)
 
-    def blew_up(value: float) -> bool:
-        return probe is None and (not math.isfinite(value) or value > threshold)
+        def blew_up(value: float) -> bool:
+            return probe is None and (not math.isfinite(value) or value > threshold)
 
-    model.train()
-    stepper = make_step(optimizer, dev, capture, model)
-    # The step losses stay on the device until they are read together (a single wait for the
-    # device): at every step on the CPU, where reading costs nothing, else at evaluation points
-    # and epoch ends. Divergence is found when they are read, so on CUDA a diverging run may go
-    # on for up to one evaluation interval of wasted steps; its records end where they would
-    # have ended had it been checked at every step.
-    if read_every is None:
-        read_every = 1 if dev.type == "cpu" else steps_per_epoch
-    if probe is not None:
-        read_every = 1
-    pending: list[tuple[float, torch.Tensor]] = []  # (epoch, loss) of steps not yet read
+        model.train()
+        stepper = make_step(optimizer, dev, capture, model)
+        # The step losses stay on the device until they are read together (a single wait for the
+        # device): at every step on the CPU, where reading costs nothing, else at evaluation points
+        # and epoch ends. Divergence is found when they are read, so on CUDA a diverging run may go
+        # on for up to one evaluation interval of wasted steps; its records end where they would
+        # have ended had it been checked at every step.
+        if read_every is None:
+            read_every = 1 if dev.type == "cpu" else steps_per_epoch
+        if probe is not None:
+            read_every = 1
+        pending: list[tuple[float, torch.Tensor]] = []  # (epoch, loss) of steps not yet read
 
-    def read_pending() -> bool:
-        """Record the pending steps' losses; True once one of them has diverged."""
-        values = torch.stack([loss for _, loss in pending]).tolist() if pending else []
-        moments = [moment for moment, _ in pending]
-        pending.clear()
-        for moment, value in zip(moments, values):
-            if blew_up(value):
-                result.diverged = True
-                return True
-            result.last_finite_loss = value
-            if result.steps % log_every == 0:
-                result.rows.append(dict(kind="step", epoch=moment, step=result.steps, loss=value))
-            result.steps += 1
-        return False
+        def read_pending() -> bool:
+            """Record the pending steps' losses; True once one of them has diverged."""
+            values = torch.stack([loss for _, loss in pending]).tolist() if pending else []
+            moments = [moment for moment, _ in pending]
+            pending.clear()
+            for moment, value in zip(moments, values):
+                if blew_up(value):
+                    result.diverged = True
+                    return True
+                result.last_finite_loss = value
+                if result.steps % log_every == 0:
+                    result.rows.append(dict(kind="step", epoch=moment, step=result.steps, loss=value))
+                result.steps += 1
+            return False
 
-    with precision(dev, tf32 if tf32 is not None else os.environ.get("IBTOOLS_TF32") == "1"):
         for epoch in range(1, epochs + 1):
             order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
             if y_train is not None:
@@ -474,6 +480,6 @@ def train(
                     result.last_finite_loss = train_loss
             if result.diverged or read_pending():
                 break
-    for row in result.rows:
-        row.update(diverged=result.diverged, last_finite_loss=result.last_finite_loss)
-    return result
+        for row in result.rows:
+            row.update(diverged=result.diverged, last_finite_loss=result.last_finite_loss)
+        return result

@@ -43,7 +43,7 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IBTOOLS_CACHE", str(cache))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("IBTOOLS_DEVICE", "cpu")
-    for name in ("IBTOOLS_BOOK", "IBTOOLS_TF32"):
+    for name in ("IBTOOLS_BOOK", "IBTOOLS_TF32", "IBTOOLS_CAPTURE", "IBTOOLS_FUSE"):
         monkeypatch.delenv(name, raising=False)
     return cache
 

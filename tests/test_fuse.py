@@ -92,15 +92,22 @@ def test_auto_fuses_on_cuda_only(monkeypatch):
 
 def test_a_compiler_that_fails_leaves_the_layers_eager_with_one_warning(monkeypatch, fused):
     def broken(*args):
-        raise RuntimeError("no C++ compiler found")
+        raise torch._dynamo.exc.BackendCompilerFailed(lambda *a: None, RuntimeError("no C++ compiler found"), None)
 
     monkeypatch.setitem(ib_layers._fuse, "solver", broken)
     b, c, z_sq = _inputs(0, torch.float64, "cpu")
-    with pytest.warns(RuntimeWarning, match="could not fuse .* no C\\+\\+ compiler found"):
+    with pytest.warns(RuntimeWarning, match="(?s)could not fuse .* no C\\+\\+ compiler found"):
         alpha = ib_layers.solve("arctan", b, c, z_sq, 0.5, 0.0)
     torch.testing.assert_close(alpha, solve_alpha("arctan", b, c, z_sq, 0.5, 0.0), rtol=0, atol=0)
     monkeypatch.setitem(ib_layers._fuse, "solver", lambda *args: pytest.fail("the fused solver was tried again"))
     ib_layers.solve("arctan", b, c, z_sq, 0.5, 0.0)
+
+
+def test_the_callers_own_errors_are_raised_and_leave_the_fused_solver_on(fused):
+    b, c, z_sq = _inputs(0, torch.float64, "cpu")
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        ib_layers.solve("relu", b, c[:, :2], z_sq, 0.5, 0.0)
+    assert ib_layers._fuse["failed"] is None
 
 
 def test_set_fuse_takes_only_its_modes():

@@ -155,23 +155,27 @@ def test_torchs_counting_optimizers_replay_on_cuda(cls):
     assert losses[-1] < losses[0]
 
 
+def _matmul_precision():
+    matmul = torch.backends.cuda.matmul
+    return matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+
+
 @cuda_only
-def test_tf32_is_on_only_inside_a_run_that_asks_for_it():
-    before = torch.backends.cuda.matmul.allow_tf32
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_holds_inside_a_run_from_its_first_evaluation_only(tf32):
+    before = _matmul_precision()
     seen = []
     data = make_classification()
 
-    def make(model):
-        seen.append(torch.backends.cuda.matmul.allow_tf32)
-        return torch.optim.SGD(model.parameters(), lr=0.1)
-
     class Probe(nn.Linear):
         def forward(self, x):
-            seen.append(torch.backends.cuda.matmul.allow_tf32)
+            seen.append(_matmul_precision())
             return super().forward(x)
 
-    train(Probe(4, 3), data, make, loss="cross_entropy", epochs=1, batch_size=32, seed=0, device="cuda", tf32=True)
-    assert True in seen and torch.backends.cuda.matmul.allow_tf32 == before
+    train(Probe(4, 3), data, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), loss="cross_entropy", epochs=1,
+          batch_size=32, seed=0, device="cuda", tf32=tf32, capture=False)
+    assert len(set(seen)) == 1 and seen[0] in (("tf32", True) if tf32 else ("ieee", False))
+    assert _matmul_precision() == before
 
 
 @cuda_only

@@ -193,15 +193,23 @@ def test_a_graph_step_gives_the_eager_steps_numbers_and_recaptures_when_lr_chang
     assert log == ["capture", "capture"]
 
 
-def test_a_failed_capture_falls_back_to_eager_with_a_warning():
+def test_a_failed_capture_stops_the_run_naming_the_fix():
     def refusing(step):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     data = make_classification(n_train=96)
-    eager_losses, eager_params, _ = _run(EagerStep, data)
-    with pytest.warns(RuntimeWarning, match="could not capture SGD's step"):
-        losses, params, graph = _run(lambda o: GraphStep(o, capture=refusing), data)
-    assert torch.equal(losses, eager_losses) and graph.replays == 0 and "not permitted" in graph.failed
+    with pytest.raises(RuntimeError, match="could not capture SGD's step .* train\\(capture=False\\)") as caught:
+        _run(lambda o: GraphStep(o, capture=refusing), data)
+    assert "not permitted" in str(caught.value.__cause__)
+
+
+def test_ibtools_capture_0_turns_capture_off(monkeypatch):
+    model = MLP([3, 4, 1], ["relu", "identity"])
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    monkeypatch.setenv("IBTOOLS_CAPTURE", "0")
+    assert isinstance(make_step(sgd, torch.device("cuda"), model=model), EagerStep)
+    monkeypatch.setenv("IBTOOLS_CAPTURE", "1")
+    assert isinstance(make_step(sgd, torch.device("cuda"), model=model), GraphStep)
 
 
 def _rows(result):
