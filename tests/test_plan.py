@@ -128,6 +128,18 @@ def test_the_probe_reports_the_runs_shape_and_stops_it_early(tiny_experiment):
     assert sum(row["kind"] == "step" for row in rows) == 12
 
 
+def test_on_cuda_the_probe_never_times_a_runs_first_steps(monkeypatch):
+    """A CUDA graph's warm-up and capture, and torch.compile's compiling, are one-off costs:
+    on CUDA the first steps go untimed even when the probe is asked for no warm-up."""
+    monkeypatch.setattr(plan, "sync", lambda device: None)
+    for device, untimed in (("cuda", plan.CUDA_WARMUP), ("cpu", 0)):
+        probe = plan.Probe(steps=10, warmup=0, budget_s=10.0)
+        probe._device = torch.device(device)
+        for _ in range(untimed + 1):
+            probe.stepped(None, 1.0, 1, False)
+        assert (len(probe._warm_s), len(probe._timed)) == (untimed, 1)
+
+
 def test_a_run_shorter_than_the_probe_is_timed_whole(tiny_experiment):
     with plan.probe(steps=50, warmup=2) as measured:
         rows = tiny_experiment.run(TinyConfig(method="sgd", lr=0.1, epochs=3))
