@@ -61,7 +61,7 @@ from ibtools.experiments import ch07_large_lr as ch07
 from ibtools.ib_layers import MINIBATCH, bind
 from ibtools.models import CIFARResNet
 from ibtools.sibp import SIBP
-from ibtools.train import StepDecay, crop_and_flip, evaluate, make_step, resolve_device, train
+from ibtools.train import StepDecay, crop_and_flip, evaluate, resolve_device, train
 
 CPU_FRACTION = 0.01
 QUICK_BATCHES = 3  # training rows of a quick measurement, in batches: enough to outweigh the timer's noise
@@ -165,8 +165,8 @@ def measure(device: torch.device | None = None, quick: bool = False, fraction: f
     took; ceil(rows / batch)), ``epoch s`` (one epoch with its evaluation, scaled to the whole
     training set), ``evaluation s`` (that evaluation alone, scaled), ``ratio`` (against the
     task's first method: IB/EB, SIBP/SGD; NaN for it), the task's ``target``, ``captured``
-    ("graph" where train captures the steps in a CUDA graph, as :func:`ibtools.train.make_step`
-    decides; a capture that fails all the same warns and runs eagerly; else "eager") and
+    ("graph" where train replayed the steps from a CUDA graph, as :func:`ibtools.train.make_step`
+    decides, read from the run's ``replays``; else "eager") and
     ``scale`` (what the seconds were multiplied by). ``table.attrs["tf32"]``: whether TF32 was
     allowed.
 
@@ -193,14 +193,13 @@ def _measure_task(task: Task, device: torch.device, quick: bool, fraction: float
     n = QUICK_BATCHES * task.batch_size if quick else max(task.batch_size, round(fraction * task.rows))
     scale = task.rows / n
     data = random_split(task, n, max(1, round(TEST_ROWS / scale)), device)
-    runs, functions, captured = {}, {}, {}
+    runs, functions = {}, {}
     for method in task.methods:
         functions[method.name, 1], functions[method.name, 2] = (
             _train(method, task, data, device, tf32, epochs, runs) for epochs in (1, 2))
         torch.manual_seed(0)
         model = method.make_model().to(device)
         optimizer = method.make_optimizer(model)  # binds an IB model, which its forward pass needs
-        captured[method.name] = "graph" if make_step(optimizer, device, model=model).captured else "eager"
         functions[method.name, "evaluation"] = _evaluation(model, data, task.loss)
     if not quick:  # the process's first run pays for what later ones reuse (CUDA's kernels, cuDNN's choices)
         for method in task.methods:
@@ -214,7 +213,7 @@ def _measure_task(task: Task, device: torch.device, quick: bool, fraction: float
         "epoch s": statistics.median(epochs[m.name]) * scale,
         "evaluation s": statistics.median(samples[m.name, "evaluation"]) * scale,
         "ratio": median_ratio(epochs[m.name], epochs[baseline]) if m.name != baseline else float("nan"),
-        "target": task.target, "captured": captured[m.name], "scale": scale,
+        "target": task.target, "captured": "graph" if runs[m.name, 2].replays else "eager", "scale": scale,
     } for m in task.methods]
 
 

@@ -7,8 +7,8 @@ D.3): the MNIST classifier, the 784:500:300:100:30:100:300:500:784 relu autoenco
 taken as :func:`ibtools.train.train` takes it: :func:`ibtools.train.make_step` of the optimizer
 with a :class:`ibtools.train.BatchClosure` on the fixed batch, so eager on the CPU and, on CUDA,
 replayed from a CUDA graph (the "captured" column names the methods whose steps were). The
-music sweeps' pieces differ in length, and there a step of another length than the captured
-one runs eagerly; the RNN row times the captured step of one length. TF32 matrix products
+music sweeps' pieces differ in length, so a graph of one length would serve few of their
+steps: the RNN row times eager steps, as those sweeps take them. TF32 matrix products
 are allowed on CUDA, as the full-scale sweeps allow them. EB and IB run in one
 process on the same data, in alternating blocks of steps; the times are medians over blocks,
 the ratio the median of the ratios of neighbouring blocks (robust to the machine's speed
@@ -59,6 +59,9 @@ class Architecture:
     eb_macs: int  # multiply-adds of every weight use in one forward pass, IB layers included
     paper_bound: str  # Table 4
     paper_measured: str
+    # Whether the sweeps replay this architecture's steps from a CUDA graph: the music sweeps'
+    # pieces differ in length, so their steps run eagerly (a graph holds one shape).
+    captured_in_sweeps: bool = True
 
     def flop_bounds(self) -> tuple[float, float]:
         """Extra flops over EB flops: of the IB layers, and of the whole step."""
@@ -100,7 +103,8 @@ def architectures(device: torch.device) -> list[Architecture]:
                      100 * sum(n * m for n, m in zip(sizes[:-1], sizes[1:])), "0.60%", "+99.68%"),
         Architecture("RNN 300 arctan, T = 60, batch 1", MusicRNN, chords, chords, next_frame_nll,
                      [(300 + 88, 300, "arctan", (60, 1, 300))],
-                     60 * (300 + 88) * 300 + 60 * 300 * 88, "11.33%", "+152% to +216%"),
+                     60 * (300 + 88) * 300 + 60 * 300 * 88, "11.33%", "+152% to +216%",
+                     captured_in_sweeps=False),
     ]
 
 
@@ -132,9 +136,10 @@ def alpha_time(arch: Architecture, device: torch.device) -> float:
 def measure(device: torch.device | None = None, quick: bool = False, capture: bool | None = None) -> pd.DataFrame:
     """One row per architecture: EB and IB milliseconds per training step, their ratio (the
     median of block-by-block ratios), which of them replayed CUDA graphs ("captured": "EB, IB",
-    or "none", always so on the CPU), the layers' solve of eq. (8) timed alone, the section 4.5 flop bounds and
-    the paper's figures. ``quick`` takes fewer blocks (for a chapter; noisier). ``capture`` is
-    :func:`ibtools.train.make_step`'s: None as the sweeps run (graphs on CUDA), False eager.
+    or "none", always so on the CPU), the layers' solve of eq. (8) timed alone, the section
+    4.5 flop bounds and the paper's figures. ``quick`` takes fewer blocks (for a chapter;
+    noisier). ``capture`` is :func:`ibtools.train.make_step`'s: None as the sweeps run
+    (graphs on CUDA, but for the RNN, whose sweeps run eagerly), False eager.
     ``table.attrs["tf32"]``: whether TF32 was allowed (:func:`ibtools.bench.full_scale_precision`)."""
     device = device or resolve_device()
     blocks = 12 if quick else 60
@@ -153,7 +158,8 @@ def _measure_architecture(arch: Architecture, device: torch.device, blocks: int,
     steps, calls = {}, {}
     for name, make_model in models.items():
         torch.manual_seed(0)  # the same initial weights for EB and IB
-        steps[name], calls[name] = training_step(make_model().to(device), arch, device, capture)
+        steps[name], calls[name] = training_step(make_model().to(device), arch, device,
+                                                 capture if arch.captured_in_sweeps else False)
     samples = timed_blocks(calls, device, blocks=blocks, number=4, warmup=warmup_calls(steps.values(), 3))
     eb, ib = (statistics.median(samples[name]) for name in ("EB", "IB"))
     layers_bound, step_bound = arch.flop_bounds()

@@ -183,6 +183,7 @@ class EagerStep:
     without waiting for it."""
 
     captured = False
+    replays = 0
 
     def __init__(self, optimizer):
         self.optimizer = optimizer

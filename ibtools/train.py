@@ -253,6 +253,10 @@ class _WatchedStep:
     def __init__(self, optimizer: WatchedOptimizer, update: GraphStep):
         self.optimizer, self.update = optimizer, update
 
+    @property
+    def replays(self) -> int:
+        return self.update.replays
+
     def __call__(self, closure) -> torch.Tensor:
         return self.optimizer.step(closure, update=self.update)
 
@@ -272,6 +276,7 @@ class RunResult:
     diverged: bool = False
     last_finite_loss: float = math.nan
     steps: int = 0
+    replays: int = 0  # steps replayed from a CUDA graph (ibtools.steps.GraphStep)
 
 
 @torch.no_grad()
@@ -482,4 +487,5 @@ def train(
                 break
         for row in result.rows:
             row.update(diverged=result.diverged, last_finite_loss=result.last_finite_loss)
+        result.replays = stepper.replays
         return result

@@ -248,6 +248,7 @@ def test_train_with_captured_steps_records_what_eager_train_records(monkeypatch)
     _same_rows(_rows(captured), _rows(eager))
     graph = made[0].update
     assert graph.captures == 3 and graph.replays > 0 and made[0].optimizer.steps == 20
+    assert (captured.replays, eager.replays) == (graph.replays, 0)
 
 
 # --- the loop reads the device when it must, and its records do not depend on when ---------------
