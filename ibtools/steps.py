@@ -167,7 +167,11 @@ def torch_optimizer(cls: type, params, **settings) -> torch.optim.Optimizer:
     tensors, or param-group dicts."""
     params = list(params)
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    return cls(params, capturable=any(t.is_cuda for t in tensors), **settings)
+    optimizer = cls(params, capturable=any(t.is_cuda for t in tensors), **settings)
+    # torch warns once when such an optimizer steps outside a capture, as GraphStep's warm-up
+    # steps do by design (and a step that stays eager pays for the device-side count).
+    optimizer._warned_capturable_if_run_uncaptured = True
+    return optimizer
 
 
 def _hyperparameters(optimizer) -> tuple:
