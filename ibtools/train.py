@@ -366,7 +366,8 @@ def train(
 
     On CUDA the loop waits for the device only at evaluation points: the step losses are read
     there (and divergence found there, at most one evaluation interval late, the records
-    ending where they would have ended had every step been checked), the data sits on the
+    ending where they would have ended had every step been checked; the model, though, has
+    taken the steps in between), the data sits on the
     device and augmentation draws there. ``read_every`` sets how many steps may pass between
     reads besides (None: every step on the CPU, where a read costs nothing, and one epoch on
     CUDA). ``capture`` replays each step from a CUDA graph
