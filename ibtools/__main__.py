@@ -70,8 +70,21 @@ def _run_folder(args, experiment) -> Path:
 def cuda_graphs(device: torch.device) -> str:
     """What a sweep's provenance says of CUDA graphs on ``device``: train() captures every step
     of a graph-safe optimizer on CUDA (:func:`ibtools.train.make_step`, ``capture=None``) and
-    runs the others eagerly; the CPU has no graphs."""
-    return "captured where the optimizer is graph-safe" if device.type == "cuda" else "none (cpu)"
+    runs the others eagerly, unless ``$IBTOOLS_CAPTURE`` is ``0``; the CPU has no graphs."""
+    if device.type != "cuda":
+        return "none (cpu)"
+    if os.environ.get("IBTOOLS_CAPTURE", "1") == "0":
+        return "none (IBTOOLS_CAPTURE=0)"
+    return "captured where the optimizer is graph-safe"
+
+
+def ib_solver(device: torch.device) -> str:
+    """How the IB layers solve eq. (8) in a sweep on ``device`` (:func:`ibtools.ib_layers.set_fuse`,
+    from ``$IBTOOLS_FUSE``)."""
+    from .ib_layers import fuse_mode
+
+    mode = fuse_mode()
+    return "fused (torch.compile)" if mode == "on" or (mode == "auto" and device.type == "cuda") else "eager"
 
 
 def tf32_allowed(scale: str, device: torch.device, refused: bool) -> bool:
@@ -112,7 +125,7 @@ def cmd_run(args) -> int:
         "command": command_line(args),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_description(device), "torch": torch.__version__,
-        "tf32": tf32, "cuda_graphs": cuda_graphs(device),
+        "tf32": tf32, "cuda_graphs": cuda_graphs(device), "ib_solver": ib_solver(device),
         "ibtools": __version__, "git_commit": git_commit(), "config_fields": run_columns(table),
     }
     runs = table.groupby(run_columns(table), dropna=False)["diverged"].first()

@@ -48,7 +48,8 @@ from torch import nn
 from ibtools.ib import activation_derivative, activation_fn, explicit_alpha, solve_alpha
 from ibtools.steps import capturing
 
-__all__ = ["MODES", "MINIBATCH", "FUSE", "IBLinear", "IBElmanRNN", "bind", "set_mode", "set_minibatch", "set_fuse", "solve"]
+__all__ = ["MODES", "MINIBATCH", "FUSE", "IBLinear", "IBElmanRNN", "bind", "set_mode", "set_minibatch", "set_fuse",
+           "fuse_mode", "solve"]
 
 MODES = ("implicit", "explicit")
 # How a mini-batch of B examples combines their implicit steps (the paper is silent; chapter 2
@@ -145,14 +146,15 @@ def set_fuse(mode: str) -> None:
     CUDA, eager :func:`ibtools.ib.solve_alpha` elsewhere), "on" (fused everywhere) or "off"
     (eager everywhere, the reference). The fused solver is the same arithmetic, rounded
     differently (the tests hold it to the eager one within 2e-5 relative in float32, 1e-12 in
-    float64). If compiling fails, the layers warn once and stay eager. The default is ``$IBTOOLS_FUSE``, else "auto". Raises ValueError for another
-    mode."""
+    float64). If compiling fails, the layers warn once and stay eager. The default is
+    ``$IBTOOLS_FUSE``, else "auto". Raises ValueError for another mode."""
     if mode not in FUSE:
         raise ValueError(f"unknown fuse mode {mode!r}; use 'auto' (fused on CUDA), 'on' or 'off'")
     _fuse["mode"], _fuse["failed"] = mode, None
 
 
-def _fuse_mode() -> str:
+def fuse_mode() -> str:
+    """The mode :func:`set_fuse` set ("auto", "on" or "off"), else ``$IBTOOLS_FUSE``'s, else "auto"."""
     if _fuse["mode"] is None:
         set_fuse(os.environ.get("IBTOOLS_FUSE", "auto"))
     return _fuse["mode"]
@@ -167,7 +169,7 @@ def solve(activation, b, c, z_sq, lr, mu=0.0) -> torch.Tensor:
     a CUDA graph's capture nothing is caught: a capture cannot go on past a failure, and
     :class:`ibtools.steps.GraphStep` runs each step eagerly once (compiling what it needs)
     before capturing it."""
-    mode = _fuse_mode()
+    mode = fuse_mode()
     if _fuse["failed"] is None and (mode == "on" or (mode == "auto" and b.is_cuda)):
         if _fuse["solver"] is None:
             # dynamic=None: a shape or a learning rate that changes is made symbolic at its

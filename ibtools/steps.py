@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "capturing", "graph_safe", "torch_optimizer", "cuda_graph", "GraphStep", "EagerStep",
-           "precision"]
+__all__ = ["HostSync", "host_syncs", "no_host_syncs", "host_waits", "capturing", "graph_safe", "torch_optimizer",
+           "cuda_graph", "GraphStep", "EagerStep", "precision"]
 
 # Tensor methods and functions whose result the host must have before it can go on: on CUDA
 # each waits for every kernel queued before it, and none can be captured in a CUDA graph.
@@ -226,8 +226,8 @@ class GraphStep:
     copies its batch into them and replays: the same kernels, the same arithmetic, one launch.
     A batch of another shape (an epoch's last, smaller one) runs eagerly. When a param group's
     settings change (a learning-rate schedule), the step runs eagerly once at the new settings
-    and is then captured again, since a captured step holds them as constants. Randomness (dropout) draws fresh numbers at every replay, from
-    torch's CUDA generator. Returns the batch loss as a 0-d device tensor, without waiting.
+    and is then captured again, since a captured step holds them as constants. Returns the
+    batch loss as a 0-d device tensor, without waiting.
 
     ``optimizer`` must be :func:`graph_safe`: a step that makes the host wait cannot be
     captured. If capture fails all the same, the call raises RuntimeError naming the fix

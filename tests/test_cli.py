@@ -256,6 +256,7 @@ def test_tf32_is_allowed_at_full_scale_on_cuda_unless_refused_and_recorded(
     assert provenance["tf32"] is allowed
     assert provenance["cuda_graphs"] == ("captured where the optimizer is graph-safe" if device == "cuda"
                                          else "none (cpu)")
+    assert provenance["ib_solver"] == ("fused (torch.compile)" if device == "cuda" else "eager")
     assert ("TF32 matrix products" in capsys.readouterr().out) is allowed
 
 

@@ -118,5 +118,5 @@ def test_set_fuse_takes_only_its_modes():
 def test_the_environment_sets_the_default(monkeypatch):
     monkeypatch.setenv("IBTOOLS_FUSE", "off")
     monkeypatch.setitem(ib_layers._fuse, "mode", None)
-    assert ib_layers._fuse_mode() == "off"
+    assert ib_layers.fuse_mode() == "off"
     set_fuse("auto")
