@@ -81,7 +81,8 @@ class Method:
 class Task:
     """What one epoch trains: ``rows`` training rows of ``shape`` (and :data:`TEST_ROWS` test
     rows), ten classes, by each of ``methods`` (the first the baseline of the ratios), with
-    ``train``'s ``loss``, ``batch_size`` and ``augment``; ``target``: the speed the book aims at for the task on one H200-class GPU."""
+    ``train``'s ``loss``, ``batch_size`` and ``augment``; ``target``: the speed the book aims
+    at for the task on one H200-class GPU."""
 
     name: str
     shape: tuple

@@ -13,8 +13,9 @@ are allowed on CUDA, as the full-scale sweeps allow them. EB and IB run in one
 process on the same data, in alternating blocks of steps; the times are medians over blocks,
 the ratio the median of the ratios of neighbouring blocks (robust to the machine's speed
 drifting). "alpha alone" is what :func:`ibtools.ib_layers.solve` (eq. (8) as the layers
-solve it: fused by torch.compile on CUDA) takes on the step's shapes timed by itself (warm caches, so within a step it takes somewhat more):
-the part of IB's extra time that is eq. (8) rather than the layers around it.
+solve it: fused by torch.compile on CUDA) takes on the step's shapes timed by itself (warm
+caches, so within a step it takes somewhat more): the part of IB's extra time that is eq. (8)
+rather than the layers around it.
 
 Beside the measured ratio: the paper's flop bound (2n + c_sigma m) / (3nm) per IB layer
 (n inputs, m outputs, c_relu = 10 and c_arctan = 100 flops per alpha, section 4.5),
@@ -118,8 +119,9 @@ def training_step(model: nn.Module, arch: Architecture, device: torch.device, ca
 
 
 def alpha_time(arch: Architecture, device: torch.device) -> float:
-    """Seconds that the layers' solve of eq. (8) (ibtools.ib_layers.solve) takes for all the IB layers of one step (the values do not
-    change the cost: every branch of (8) is computed for every element)."""
+    """Seconds that the layers' solve of eq. (8) (ibtools.ib_layers.solve) takes for all the IB
+    layers of one step (the values do not change the cost: every branch of (8) is computed for
+    every element)."""
     gen = torch.Generator().manual_seed(1)
     calls = []
     for n, _, activation, shape in arch.ib_layers:
