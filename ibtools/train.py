@@ -449,7 +449,10 @@ def train(
 
         def read_pending() -> bool:
             """Record the pending steps' losses; True once one of them has diverged."""
-            values = torch.stack([loss for _, loss in pending]).tolist() if pending else []
+            if len(pending) == 1:  # the CPU's every step: a plain read, without a stack
+                values = [float(pending[0][1])]
+            else:
+                values = torch.stack([loss for _, loss in pending]).tolist() if pending else []
             moments = [moment for moment, _ in pending]
             pending.clear()
             for moment, value in zip(moments, values):
