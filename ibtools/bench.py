@@ -10,16 +10,13 @@ the optimizer is graph-safe.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import statistics
 import time
 
 import torch
 
-from .steps import GraphStep, precision
+from .steps import CALLS_BEFORE_REPLAY, precision
 
-# Calls of a GraphStep before it replays: its eager warm-up steps, then the capture.
-_UNTIL_REPLAY = inspect.signature(GraphStep).parameters["warmup"].default + 1
 
 
 def sync(device: torch.device) -> None:
@@ -73,7 +70,7 @@ def warmup_calls(steps, eager: int) -> int:
     before timing: ``eager`` when none captures, else enough for every
     :class:`ibtools.steps.GraphStep` to have warmed up and captured its graph, so that every
     timed call replays it."""
-    return max(eager, _UNTIL_REPLAY) if any(step.captured for step in steps) else eager
+    return max(eager, CALLS_BEFORE_REPLAY) if any(step.captured for step in steps) else eager
 
 
 def replays_graph(step) -> bool:

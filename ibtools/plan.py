@@ -61,6 +61,7 @@ from . import __version__, standin, train
 from .bench import sync
 from .experiments import EXPERIMENTS, RESULTS_DIR, Experiment, ch05_taylor, ch06_configurations, ch08_alt_losses, get
 from .files import write_atomic
+from .steps import CALLS_BEFORE_REPLAY
 from .sweep import RUN_THREADS, config_dict, process_pool
 
 # Fields of the experiments' configs (ibtools/experiments/) that change what a run computes
@@ -138,8 +139,8 @@ def _head(x, y, units: int) -> tuple:
 
 
 # Steps a probe on CUDA leaves untimed whatever they take: ibtools.steps.GraphStep's warm-up
-# (3) and capture (1), and one more.
-CUDA_WARMUP = 5
+# and capture, and one more.
+CUDA_WARMUP = CALLS_BEFORE_REPLAY + 1
 
 
 @dataclass

@@ -217,6 +217,12 @@ def cuda_graph(step: Callable[[], torch.Tensor], stream=None) -> tuple[Callable[
     return graph.replay, output
 
 
+# Eager calls of a GraphStep before it captures (CUDA graphs want autograd, cuBLAS and the
+# optimizer's state set up first), and the calls until its first replay (the capture's own).
+WARMUP = 3
+CALLS_BEFORE_REPLAY = WARMUP + 1
+
+
 class GraphStep:
     """``optimizer.step(closure)`` captured in a CUDA graph and replayed.
 
@@ -247,7 +253,7 @@ class GraphStep:
 
     captured = True
 
-    def __init__(self, optimizer, warmup: int = 3, *, capture: Callable | None = None):
+    def __init__(self, optimizer, warmup: int = WARMUP, *, capture: Callable | None = None):
         self.optimizer, self.warmup = optimizer, warmup
         self._capture = capture
         self._stream = None
@@ -255,7 +261,6 @@ class GraphStep:
         self._captured = None  # (static closure, replay, loss) of the captured step
         self._eager_key = None  # the key of the last step run eagerly to prepare a capture
         self.calls = self.captures = self.replays = 0
-        self.failed: str | None = None
 
     def _eager(self, closure) -> torch.Tensor:
         return _as_tensor(self.optimizer.step(closure), closure)
@@ -304,9 +309,9 @@ class GraphStep:
         try:
             replay, loss = capture(lambda: _as_tensor(self.optimizer.step(static), static))
         except Exception as err:
-            self.failed = f"{type(err).__name__}: {err}"
             raise RuntimeError(
-                f"could not capture {type(self.optimizer).__name__}'s step in a CUDA graph ({self.failed}); "
+                f"could not capture {type(self.optimizer).__name__}'s step in a CUDA graph "
+                f"({type(err).__name__}: {err}); "
                 "run it eagerly with train(capture=False), or IBTOOLS_CAPTURE=0 for a sweep") from err
         self._key, self._captured = key, (static, replay, loss)
         self.captures += 1

@@ -209,9 +209,8 @@ def make_step(optimizer, device: torch.device, capture: bool | None = None,
     ``device`` that nobody has waited for. ``capture`` True (or None on CUDA with a
     :func:`ibtools.steps.graph_safe` optimizer and a ``model`` without Python hooks, which
     a replay would not call, unless ``$IBTOOLS_CAPTURE`` is ``0``) replays the step from a
-    CUDA graph
-    (:class:`ibtools.steps.GraphStep`); a :class:`WatchedOptimizer`'s hooks then run on the
-    host around the replayed update of the optimizer it watches.
+    CUDA graph (:class:`ibtools.steps.GraphStep`); a :class:`WatchedOptimizer`'s hooks then
+    run on the host around the replayed update of the optimizer it watches.
 
     Raises ValueError for ``capture=True`` on the CPU, or with an optimizer that is not
     graph-safe."""
@@ -226,9 +225,7 @@ def make_step(optimizer, device: torch.device, capture: bool | None = None,
         raise ValueError(f"{type(optimizer).__name__}.step cannot be captured in a CUDA graph (see "
                          "ibtools.steps.graph_safe); use capture=None or False")
     if isinstance(optimizer, WatchedOptimizer):
-        inner = GraphStep(optimizer.optimizer)
-        step = _WatchedStep(optimizer, inner)
-        return step
+        return _WatchedStep(optimizer, GraphStep(optimizer.optimizer))
     return GraphStep(optimizer)
 
 
@@ -367,14 +364,12 @@ def train(
     On CUDA the loop waits for the device only at evaluation points: the step losses are read
     there (and divergence found there, at most one evaluation interval late, the records
     ending where they would have ended had every step been checked; the model, though, has
-    taken the steps in between), the data sits on the
-    device and augmentation draws there. ``read_every`` sets how many steps may pass between
-    reads besides (None: every step on the CPU, where a read costs nothing, and one epoch on
-    CUDA). ``capture`` replays each step from a CUDA graph
-    (:class:`ibtools.steps.GraphStep`); None (the default) captures on CUDA when the optimizer
-    is :func:`ibtools.steps.graph_safe` (and ``$IBTOOLS_CAPTURE`` is not ``0``), never on the
-    CPU, where graphs do not exist.
-    ``tf32`` allows TF32 matrix products on CUDA (about 10 bits of mantissa in their
+    taken the steps in between), the data sits on the device and augmentation draws there.
+    ``read_every`` sets how many steps may pass between reads besides (None: every step on
+    the CPU, where a read costs nothing, and one epoch on CUDA). ``capture`` replays each step
+    from a CUDA graph (:class:`ibtools.steps.GraphStep`); None (the default) captures on CUDA
+    when the optimizer is :func:`ibtools.steps.graph_safe` (and ``$IBTOOLS_CAPTURE`` is not
+    ``0``), never on the CPU, where graphs do not exist. ``tf32`` allows TF32 matrix products on CUDA (about 10 bits of mantissa in their
     products, float32's range); None reads ``$IBTOOLS_TF32`` (``1``: allowed), which
     ``python -m ibtools run --scale full`` sets on CUDA and records in the provenance.
 
